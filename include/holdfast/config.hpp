@@ -1,0 +1,105 @@
+// The validated configuration: plain structs built once from YAML by
+// load_config() and then shared read-only by every worker. Nothing else in
+// holdfast reads YAML. Exceptions (ConfigError) are used here only: loading
+// config is the one place where failing loudly and early is the right answer.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "holdfast/duration.hpp"
+
+namespace holdfast {
+
+// Carries "FILE:LINE: KEY: what was expected" so an operator can go straight
+// to the mistake.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Whether a value was written by the operator or filled in by holdfast;
+// `--check` prints it beside each timeout of the chain.
+enum class Origin { declared, defaulted, derived };
+
+struct TimeoutValue {
+  Millis value{0};
+  Origin origin = Origin::defaulted;
+};
+
+struct Endpoint {
+  std::string host;   // literal IPv4 or IPv6 address, or a name resolved at startup
+  std::uint16_t port = 0;
+  std::string text;   // as written, for logs
+};
+
+struct ClientConfig {
+  TimeoutValue keepalive_timeout{Millis(75'000)};
+  std::uint64_t keepalive_requests = 1000;
+  Millis header_timeout{10'000};
+  Millis body_timeout{60'000};
+  Millis send_timeout{60'000};
+  std::uint64_t max_header_bytes = 16 * 1024;
+  // Idle timeout of a load balancer in front of holdfast, when known.
+  std::optional<Millis> front_idle_timeout;
+};
+
+struct KeepaliveConfig {
+  std::uint32_t max_idle = 32;
+  TimeoutValue idle_timeout{Millis(50'000)};
+  // Default far above nginx's 1000 so that steady traffic does not churn.
+  std::uint64_t max_requests = 1'000'000;
+  Millis max_lifetime{3'600'000};
+  // Safety gap kept between our idle deadline and the backend's.
+  Millis margin{1000};
+};
+
+struct UpstreamConfig {
+  std::string name;
+  std::vector<Endpoint> servers;
+  KeepaliveConfig keepalive;
+  std::optional<Millis> backend_keepalive_timeout;
+  Millis connect_timeout{2000};
+  Millis send_timeout{30'000};
+  Millis read_timeout{30'000};
+  // Request bytes (head plus body) kept so that a request can be sent again
+  // on a fresh connection; a longer body makes the request non-retryable.
+  std::uint64_t retry_buffer = 64 * 1024;
+};
+
+struct RouteConfig {
+  std::optional<std::string> host;  // exact match, case-insensitive, port ignored
+  std::string path_prefix = "/";
+  std::string upstream;
+  std::size_t upstream_index = 0;   // resolved by load_config
+};
+
+struct LogConfig {
+  std::string level = "info";
+  std::string access = "stdout";    // "stdout", "stderr", "off" or a file path
+};
+
+struct Config {
+  std::string source;               // file the config came from
+  std::vector<Endpoint> listen;
+  unsigned workers = 1;
+  Millis drain_timeout{10'000};
+  ClientConfig client;
+  std::vector<UpstreamConfig> upstreams;
+  std::vector<RouteConfig> routes;
+  LogConfig log;
+};
+
+// Loads and validates; throws ConfigError naming file, line, key and rule.
+Config load_config(const std::string& path);
+// Same, from text (tests); `source` names it in messages.
+Config load_config_text(const std::string& text, const std::string& source);
+
+// The effective configuration, as YAML, followed by the timeout chain hop by
+// hop with each timeout marked declared, defaulted, derived or unknown.
+std::string describe_config(const Config& config);
+
+}  // namespace holdfast

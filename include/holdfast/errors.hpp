@@ -1,0 +1,50 @@
+// Typed failures of an exchange, tagged with the side they came from, and the
+// one table that maps them to the status a client sees.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace holdfast {
+
+enum class ProxyError {
+  none,
+  // Downstream (the client's request was at fault)
+  bad_request,
+  head_too_large,
+  uri_too_long,
+  not_implemented,       // CONNECT and the like
+  request_timeout,       // the head did not arrive within header_timeout
+  // Upstream
+  connect_refused,
+  connect_timeout,
+  connect_failed,        // any other connect error (unreachable, reset during connect)
+  send_timeout,
+  send_failed,
+  read_timeout,
+  closed_before_response,
+  bad_response,
+  closed_mid_response,
+  // Internal
+  no_route,
+  shutting_down,
+};
+
+enum class ErrorSide { downstream, upstream, internal };
+
+struct ErrorInfo {
+  int status;              // what the client is answered, 0 when it cannot be answered
+  std::string_view text;   // short, ends up in the error page and the log
+  ErrorSide side;
+};
+
+ErrorInfo describe(ProxyError e) noexcept;
+
+// Reason phrase for the statuses holdfast produces itself.
+std::string_view reason_phrase(int status) noexcept;
+
+// A short text/plain error response: "502 upstream connect refused\n".
+// `policy` holds the Connection (and Keep-Alive) lines, each ending in CRLF.
+std::string error_response(int status, std::string_view text, std::string_view policy);
+
+}  // namespace holdfast

@@ -1,0 +1,48 @@
+// Header fields as received, and the RFC 9110 section 7.6.1 rules that decide
+// which of them may cross from one connection to the other.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "holdfast/duration.hpp"
+
+namespace holdfast {
+
+struct HeaderField {
+  std::string name;   // as received (case kept), so end-to-end fields pass unchanged
+  std::string value;  // leading/trailing whitespace already removed by the parser
+};
+
+// Order and repeats are kept: they are part of what an end-to-end field means.
+using HeaderList = std::vector<HeaderField>;
+
+bool iequals(std::string_view a, std::string_view b) noexcept;
+
+// Lower-cased tokens of every Connection field (e.g. "close", "keep-alive",
+// "x-secret"). Tokens name further hop-by-hop fields.
+std::vector<std::string> connection_tokens(const HeaderList& headers);
+
+bool has_token(const std::vector<std::string>& tokens, std::string_view token) noexcept;
+
+// True for the fixed hop-by-hop set (Connection, Keep-Alive, Proxy-Connection,
+// TE, Trailer, Transfer-Encoding, Upgrade) and for any field named in
+// `connection_tokens`. Content-Length is not hop-by-hop, but holdfast frames
+// each leg itself, so callers treat it separately.
+bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& tokens) noexcept;
+
+// First value of `name`, or nullptr.
+const std::string* find_header(const HeaderList& headers, std::string_view name) noexcept;
+
+// Parameters of a `Keep-Alive: timeout=N, max=M` field (RFC 2068 19.7.1.1),
+// as backends such as Node, Apache and nginx send it.
+struct KeepAliveHint {
+  std::optional<Millis> timeout;
+  std::optional<std::uint64_t> max;
+};
+KeepAliveHint parse_keep_alive(const HeaderList& headers);
+
+}  // namespace holdfast

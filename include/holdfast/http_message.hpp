@@ -1,0 +1,117 @@
+// A thin, incremental wrapper around llhttp (strict mode) for one direction of
+// one connection. It stops at the end of every head so that the owner decides
+// how the body is framed: bodies with a known length, and bodies delimited by
+// the close of the connection, are moved by the owner buffer to buffer without
+// passing through the parser; only chunked bodies are decoded here.
+#pragma once
+
+#include <llhttp.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "holdfast/headers.hpp"
+
+namespace holdfast {
+
+struct MessageHead {
+  // Requests
+  std::string method;
+  std::string target;
+  // Responses
+  int status = 0;
+  std::string reason;
+  // Both
+  unsigned version_major = 1;
+  unsigned version_minor = 1;
+  HeaderList headers;
+  bool chunked = false;                 // last transfer coding is chunked
+  bool has_transfer_encoding = false;
+  bool has_content_length = false;
+  std::uint64_t content_length = 0;
+  bool keep_alive = true;               // llhttp's reading of version + Connection
+  bool upgrade = false;                 // Upgrade/CONNECT: holdfast does not tunnel
+
+  void clear();
+};
+
+// Receives decoded chunked body bytes and the trailer section.
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+  virtual void on_body_data(const char* data, std::size_t len) = 0;
+  virtual void on_trailers(HeaderList&& trailers) = 0;
+};
+
+class HttpParser {
+ public:
+  enum class Kind { request, response };
+  enum class Event {
+    need_more,         // everything given was consumed
+    head_complete,     // head() is ready; nothing after the head was consumed
+    message_complete,  // the chunked body ended; nothing after it was consumed
+    error,
+  };
+  // Which answer a malformed request deserves.
+  enum class Failure { none, bad_message, head_too_large, uri_too_long };
+
+  struct Result {
+    std::size_t consumed = 0;
+    Event event = Event::need_more;
+  };
+
+  HttpParser(Kind kind, std::size_t max_head_bytes);
+  HttpParser(const HttpParser&) = delete;
+  HttpParser& operator=(const HttpParser&) = delete;
+
+  // Feeds bytes of the head, or of a chunked body after resume_chunked_body().
+  Result feed(const char* data, std::size_t len);
+
+  // After head_complete with head().chunked: continue into the chunked body;
+  // decoded bytes go to `sink` (not owned, must outlive the body).
+  void resume_chunked_body(BodySink* sink);
+
+  // Ready for the next message on the same connection.
+  void reset();
+
+  const MessageHead& head() const { return head_; }
+  MessageHead& head() { return head_; }
+  Failure failure() const { return failure_; }
+  const char* error_reason() const { return error_reason_; }
+  // True once any byte of the current message was seen.
+  bool started() const { return head_bytes_ > 0; }
+  // Bytes of the current head consumed so far.
+  std::size_t head_bytes() const { return head_bytes_; }
+
+ private:
+  static int on_message_begin(llhttp_t*);
+  static int on_url(llhttp_t*, const char*, std::size_t);
+  static int on_status(llhttp_t*, const char*, std::size_t);
+  static int on_header_field(llhttp_t*, const char*, std::size_t);
+  static int on_header_value(llhttp_t*, const char*, std::size_t);
+  static int on_header_value_complete(llhttp_t*);
+  static int on_url_complete(llhttp_t*);
+  static int on_headers_complete(llhttp_t*);
+  static int on_body(llhttp_t*, const char*, std::size_t);
+  static int on_message_complete(llhttp_t*);
+
+  int add_field_bytes(std::string& to, const char* at, std::size_t len);
+
+  llhttp_t parser_;
+  llhttp_settings_t settings_;
+  Kind kind_;
+  std::size_t max_head_bytes_;
+  std::size_t head_bytes_ = 0;
+  bool in_head_ = true;
+  bool url_done_ = false;
+  bool value_started_ = false;  // a header value is being collected
+  MessageHead head_;
+  HeaderList trailers_;
+  BodySink* sink_ = nullptr;
+  Failure failure_ = Failure::none;
+  const char* error_reason_ = nullptr;
+};
+
+}  // namespace holdfast

@@ -1,0 +1,89 @@
+// The keep-alive pool of one worker for one upstream group: idle connections
+// per server, handed out newest first (LIFO) and taken back only when the
+// caller vouches that the exchange ended exactly framed. It does not parse a
+// byte of HTTP; the exchange tells it what the backend advertised.
+//
+// While a connection is idle the pool owns it and watches it: its read event
+// stays armed, so EOF, unexpected bytes or the idle deadline close it at once.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "holdfast/config.hpp"
+#include "holdfast/headers.hpp"
+#include "holdfast/stats.hpp"
+#include "holdfast/upstream_connection.hpp"
+
+namespace holdfast {
+
+class Worker;
+
+struct ServerAddress {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  std::string text;
+};
+
+class UpstreamPool final : public UpstreamConnection::Owner {
+ public:
+  UpstreamPool(Worker& worker, const UpstreamConfig& config, const std::vector<ServerAddress>& servers);
+  ~UpstreamPool() override;
+  UpstreamPool(const UpstreamPool&) = delete;
+  UpstreamPool& operator=(const UpstreamPool&) = delete;
+
+  // An idle connection to `server` that is quiet and open right now, or
+  // nullptr. Dead ones met on the way are closed and counted. When
+  // `idempotent` is false, connections within `margin` of the backend's known
+  // idle deadline are skipped (closed) too: a POST must not race the backend.
+  // The caller owns what is returned and must set_owner() before the next
+  // loop turn.
+  std::unique_ptr<UpstreamConnection> acquire(std::size_t server, bool idempotent);
+
+  // A new connection, connecting. nullptr with `err` set when it failed at once.
+  std::unique_ptr<UpstreamConnection> open(std::size_t server, int& err);
+
+  // Takes a connection back after an exchange. `reusable` is the exchange's
+  // verdict on framing and close tokens; the pool adds its own limits
+  // (requests, lifetime, learned deadline, max_idle) and closes otherwise.
+  void release(std::unique_ptr<UpstreamConnection> conn, bool reusable);
+
+  // What the backend said in `Keep-Alive: timeout=N, max=M` on `conn`'s last
+  // response: applied to `conn` and remembered for new connections to its server.
+  void learn(UpstreamConnection& conn, const KeepAliveHint& hint);
+
+  // Closes every idle connection (shutdown).
+  void close_idle();
+
+  const UpstreamConfig& config() const noexcept { return config_; }
+  std::size_t server_count() const noexcept { return servers_.size(); }
+  const ServerAddress& address(std::size_t server) const { return *addresses_[server]; }
+  std::size_t idle_count(std::size_t server) const { return servers_[server].idle.size(); }
+
+  // UpstreamConnection::Owner, for idle connections.
+  void on_upstream_readable(UpstreamConnection& conn) override;
+  void on_upstream_drained(UpstreamConnection& conn) override;
+  void on_upstream_event(UpstreamConnection& conn, short what) override;
+
+ private:
+  struct Server {
+    std::vector<std::unique_ptr<UpstreamConnection>> idle;  // back() is the newest
+    std::optional<Millis> learned_timeout;
+    std::optional<std::uint64_t> learned_max;
+  };
+
+  // How long `conn` may stay idle from now, or nullopt if it must not be pooled.
+  std::optional<Millis> idle_budget(const UpstreamConnection& conn, Clock::time_point now, Counter* why) const;
+  void evict(UpstreamConnection& conn, Counter why);
+  void retire(std::unique_ptr<UpstreamConnection> conn);
+
+  Worker& worker_;
+  const UpstreamConfig& config_;
+  std::vector<const ServerAddress*> addresses_;
+  std::vector<Server> servers_;
+};
+
+}  // namespace holdfast

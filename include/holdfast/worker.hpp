@@ -1,0 +1,102 @@
+// One worker: an event loop on its own thread, with its own listeners, pools,
+// balancers and counters. Workers share nothing mutable; what they share
+// (config, routes, resolved addresses) is immutable after startup and owned
+// by the Server.
+#pragma once
+
+#include <event2/event.h>
+#include <spdlog/logger.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "holdfast/balancer.hpp"
+#include "holdfast/config.hpp"
+#include "holdfast/listener.hpp"
+#include "holdfast/router.hpp"
+#include "holdfast/stats.hpp"
+#include "holdfast/upstream_pool.hpp"
+
+namespace holdfast {
+
+class ClientConnection;
+
+// Built once by the Server from the validated config; read-only afterwards.
+struct SharedState {
+  Config config;
+  Router router;
+  std::vector<std::vector<ServerAddress>> servers;  // per upstream group
+  std::shared_ptr<spdlog::logger> access_log;       // null when off
+};
+
+class Worker {
+ public:
+  // Takes ownership of `listen_fds` (bound, listening, non-blocking).
+  Worker(const SharedState& shared, unsigned index, std::vector<int> listen_fds);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void start();          // runs the loop on a new thread
+  void join();
+  // Thread-safe: asks the worker to stop accepting and drain.
+  void request_drain();
+
+  // For objects of this worker only (called on its thread).
+  event_base* base() const noexcept { return base_; }
+  const Config& config() const noexcept { return shared_.config; }
+  const Router& router() const noexcept { return shared_.router; }
+  UpstreamPool& pool(std::size_t group) { return *pools_[group]; }
+  Balancer& balancer(std::size_t group) { return balancers_[group]; }
+  Stats& stats() noexcept { return stats_; }
+  const Stats& stats() const noexcept { return stats_; }
+  spdlog::logger* access_log() const noexcept { return shared_.access_log.get(); }
+  unsigned index() const noexcept { return index_; }
+  std::uint64_t next_id() noexcept { return (next_id_++ << 8) | index_; }
+  bool draining() const noexcept { return draining_; }
+
+  // Destroys `object` on the next loop turn, so that nothing is freed while
+  // one of its own callbacks is still on the stack.
+  template <typename T>
+  void defer_delete(std::unique_ptr<T> object) {
+    if (!object) return;
+    retired_.emplace_back(object.release(), [](void* p) { delete static_cast<T*>(p); });
+    schedule_reaper();
+  }
+
+  // Client connections register themselves so drain and shutdown can reach them.
+  void add_client(std::unique_ptr<ClientConnection> conn);
+  // Hands the connection's ownership to the reaper (called by the connection).
+  void remove_client(ClientConnection* conn);
+
+ private:
+  void run();
+  void schedule_reaper();
+  void begin_drain();
+  void maybe_finish_drain();
+  static void on_reap(evutil_socket_t, short, void*);
+  static void on_drain_request(evutil_socket_t, short, void*);
+  static void on_drain_deadline(evutil_socket_t, short, void*);
+  void on_accept(int fd, const sockaddr* addr, int len);
+
+  const SharedState& shared_;
+  unsigned index_;
+  event_base* base_ = nullptr;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<UpstreamPool>> pools_;
+  std::vector<Balancer> balancers_;
+  Stats stats_;
+  std::uint64_t next_id_ = 1;
+  bool draining_ = false;
+  std::unordered_set<ClientConnection*> clients_;  // owned: deleted via remove_client
+  std::vector<std::unique_ptr<void, void (*)(void*)>> retired_;
+  event* reap_event_ = nullptr;
+  event* drain_request_event_ = nullptr;
+  event* drain_deadline_event_ = nullptr;
+  std::thread thread_;
+};
+
+}  // namespace holdfast

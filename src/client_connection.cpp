@@ -1,0 +1,306 @@
+#include "holdfast/client_connection.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "holdfast/exchange.hpp"
+#include "holdfast/worker.hpp"
+
+namespace holdfast {
+
+namespace {
+std::string format_peer(const sockaddr* addr, std::string& ip) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (addr->sa_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(addr);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+    ip = buf;
+    return "[" + ip + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  if (addr->sa_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(addr);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    ip = buf;
+    return ip + ":" + std::to_string(ntohs(a->sin_port));
+  }
+  ip = "unknown";
+  return ip;
+}
+
+timeval to_timeval(std::chrono::milliseconds d) {
+  timeval tv;
+  tv.tv_sec = d.count() / 1000;
+  tv.tv_usec = (d.count() % 1000) * 1000;
+  return tv;
+}
+}  // namespace
+
+ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr, int)
+    : worker_(worker),
+      id_(worker.next_id()),
+      parser_(HttpParser::Kind::request, worker.config().client.max_header_bytes) {
+  peer_ = format_peer(addr, peer_ip_);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  bev_ = bufferevent_socket_new(worker.base(), fd, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent_setcb(bev_, &read_cb, &write_cb, &event_cb, this);
+  // Input stops being read from the socket above this mark; it must hold a
+  // whole head.
+  std::size_t read_high = std::max<std::size_t>(kReadChunk, worker.config().client.max_header_bytes + 1);
+  bufferevent_setwatermark(bev_, EV_READ, 0, read_high);
+  bufferevent_setwatermark(bev_, EV_WRITE, kLowWater, 0);
+  bufferevent_set_max_single_read(bev_, kReadChunk);
+  bufferevent_set_max_single_write(bev_, kReadChunk);
+}
+
+ClientConnection::~ClientConnection() {
+  if (exchange_) {
+    exchange_->on_client_gone("shutdown");
+    exchange_.reset();
+  }
+  if (bev_) {
+    bufferevent_setcb(bev_, nullptr, nullptr, nullptr, nullptr);
+    bufferevent_free(bev_);
+  }
+}
+
+void ClientConnection::start() {
+  worker_.stats().add(Counter::client_connections);
+  bufferevent_enable(bev_, EV_READ | EV_WRITE);
+  enter_idle();
+}
+
+void ClientConnection::set_read_timeout(std::optional<std::chrono::milliseconds> t) {
+  timeval rtv{}, wtv = to_timeval(worker_.config().client.send_timeout);
+  if (t) rtv = to_timeval(*t);
+  bufferevent_set_timeouts(bev_, t ? &rtv : nullptr, &wtv);
+}
+
+void ClientConnection::enter_idle() {
+  state_ = State::idle;
+  set_read_timeout(worker_.config().client.keepalive_timeout.value);
+}
+
+void ClientConnection::read_cb(bufferevent*, void* arg) { static_cast<ClientConnection*>(arg)->on_readable(); }
+void ClientConnection::write_cb(bufferevent*, void* arg) { static_cast<ClientConnection*>(arg)->on_writable(); }
+void ClientConnection::event_cb(bufferevent*, short what, void* arg) {
+  static_cast<ClientConnection*>(arg)->on_event(what);
+}
+
+void ClientConnection::on_readable() {
+  switch (state_) {
+    case State::idle:
+    case State::reading_head:
+      parse_requests();
+      break;
+    case State::exchanging:
+      if (exchange_ && !exchange_->request_complete()) exchange_->pump_request();
+      // else: pipelined bytes wait in the input buffer for their turn.
+      break;
+    case State::closing:
+      evbuffer_drain(input(), evbuffer_get_length(input()));
+      break;
+    case State::closed:
+      break;
+  }
+}
+
+void ClientConnection::parse_requests() {
+  if (in_parse_) return;
+  in_parse_ = true;
+  while (state_ == State::idle || state_ == State::reading_head) {
+    evbuffer* in = input();
+    if (evbuffer_get_length(in) == 0) break;
+    if (state_ == State::idle) {
+      if (worker_.draining()) {
+        close_now();
+        break;
+      }
+      state_ = State::reading_head;
+      head_deadline_ = std::chrono::steady_clock::now() + worker_.config().client.header_timeout;
+      set_read_timeout(worker_.config().client.header_timeout);
+    }
+    evbuffer_iovec v;
+    if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) break;
+    auto r = parser_.feed(static_cast<const char*>(v.iov_base), v.iov_len);
+    evbuffer_drain(in, r.consumed);
+    if (r.event == HttpParser::Event::error) {
+      auto failure = parser_.failure();
+      reject(failure == HttpParser::Failure::head_too_large ? ProxyError::head_too_large
+             : failure == HttpParser::Failure::uri_too_long ? ProxyError::uri_too_long
+                                                             : ProxyError::bad_request,
+             parser_.error_reason());
+      break;
+    }
+    if (r.event == HttpParser::Event::head_complete) begin_exchange();
+  }
+  if (state_ == State::reading_head) {
+    // The head must arrive in full by its deadline, however slowly it drips.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(head_deadline_ - std::chrono::steady_clock::now());
+    set_read_timeout(std::max(left, std::chrono::milliseconds(1)));
+  }
+  in_parse_ = false;
+}
+
+void ClientConnection::begin_exchange() {
+  auto& head = parser_.head();
+  worker_.stats().add(Counter::requests);
+  ++served_;
+  request_keep_alive_ = head.keep_alive;
+  if (head.method == "CONNECT") {
+    reject(ProxyError::not_implemented, "CONNECT is not supported");
+    return;
+  }
+  // RFC 9112 3.2: an HTTP/1.1 request without exactly one Host is refused.
+  int hosts = 0;
+  const std::string* host = nullptr;
+  for (const auto& h : head.headers)
+    if (iequals(h.name, "host")) {
+      ++hosts;
+      host = &h.value;
+    }
+  bool http11 = head.version_major == 1 && head.version_minor >= 1;
+  if (hosts > 1 || (http11 && hosts == 0)) {
+    reject(ProxyError::bad_request, "missing or repeated Host");
+    return;
+  }
+  auto group = worker_.router().route(host ? std::string_view(*host) : std::string_view(), head.target);
+  if (!group) {
+    reject(ProxyError::no_route, head.target.c_str());
+    return;
+  }
+  state_ = State::exchanging;
+  if (head.chunked || head.content_length > 0) set_read_timeout(worker_.config().client.body_timeout);
+  exchange_ = std::make_unique<Exchange>(*this, std::move(head), *group);
+  exchange_->start();
+}
+
+void ClientConnection::on_request_complete() {
+  if (state_ == State::exchanging) set_read_timeout(std::nullopt);
+}
+
+std::string ClientConnection::response_policy(bool must_close) {
+  const auto& cfg = worker_.config().client;
+  if (must_close || !request_keep_alive_ || served_ >= cfg.keepalive_requests || worker_.draining())
+    close_after_response_ = true;
+  if (close_after_response_) return "Connection: close\r\n";
+  char buf[96];
+  int n = std::snprintf(buf, sizeof buf, "Connection: keep-alive\r\nKeep-Alive: timeout=%lld, max=%llu\r\n",
+                        static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000),
+                        static_cast<unsigned long long>(cfg.keepalive_requests - served_));
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+void ClientConnection::on_exchange_finished() {
+  if (exchange_) {
+    if (!exchange_->request_complete()) close_after_response_ = true;
+    worker_.defer_delete(std::move(exchange_));
+  }
+  if (close_after_response_) {
+    finish_or_close();
+    return;
+  }
+  if (reading_paused_) {
+    reading_paused_ = false;
+    bufferevent_enable(bev_, EV_READ);
+  }
+  enter_idle();
+  if (evbuffer_get_length(input()) > 0) parse_requests();
+}
+
+void ClientConnection::reject(ProxyError error, const char* detail) {
+  auto info = describe(error);
+  worker_.stats().add(Counter::responses_4xx_local);
+  spdlog::info("conn {} {}: {} {}{}{}", id_, peer_, info.status, info.text, detail ? ": " : "", detail ? detail : "");
+  close_after_response_ = true;
+  auto page = error_response(info.status, info.text, "Connection: close\r\n");
+  evbuffer_add(output(), page.data(), page.size());
+  if (auto* log = worker_.access_log()) log->info("{} \"-\" {} in=0 out={} upstream=- reused=0 time=0.000", peer_, info.status, page.size());
+  finish_or_close();
+}
+
+void ClientConnection::finish_or_close() {
+  state_ = State::closing;
+  // Nothing more will be read; what is already buffered is discarded.
+  bufferevent_disable(bev_, EV_READ);
+  evbuffer_drain(input(), evbuffer_get_length(input()));
+  if (evbuffer_get_length(output()) == 0) {
+    close_now();
+    return;
+  }
+  // Be told when the output is empty, not merely below the low mark.
+  bufferevent_setwatermark(bev_, EV_WRITE, 0, 0);
+}
+
+void ClientConnection::pause_reading() {
+  if (!reading_paused_) {
+    reading_paused_ = true;
+    bufferevent_disable(bev_, EV_READ);
+  }
+}
+
+void ClientConnection::resume_reading() {
+  if (reading_paused_ && state_ == State::exchanging) {
+    reading_paused_ = false;
+    bufferevent_enable(bev_, EV_READ);
+    if (exchange_ && !exchange_->request_complete()) exchange_->pump_request();
+  }
+}
+
+void ClientConnection::on_writable() {
+  if (state_ == State::closing) {
+    if (evbuffer_get_length(output()) == 0) close_now();
+    return;
+  }
+  if (exchange_) exchange_->on_client_drained();
+}
+
+void ClientConnection::on_event(short what) {
+  if (state_ == State::closed) return;
+  if (what & BEV_EVENT_TIMEOUT) {
+    if (state_ == State::reading_head) {
+      spdlog::info("conn {} {}: request head not received within header_timeout", id_, peer_);
+      reject(ProxyError::request_timeout, nullptr);
+      return;
+    }
+    if (state_ == State::idle) {
+      close_now();  // keepalive_timeout: the ordinary end of an idle connection
+      return;
+    }
+    spdlog::info("conn {} {}: client {} timeout", id_, peer_, (what & BEV_EVENT_READING) ? "body" : "send");
+    if (exchange_) exchange_->on_client_gone((what & BEV_EVENT_READING) ? "body timeout" : "send timeout");
+    close_now();
+    return;
+  }
+  // EOF or error.
+  if (exchange_) exchange_->on_client_gone((what & BEV_EVENT_EOF) ? "closed" : "connection error");
+  close_now();
+}
+
+void ClientConnection::abort() { close_now(); }
+
+void ClientConnection::drain() {
+  if (state_ == State::idle) {
+    close_now();
+    return;
+  }
+  close_after_response_ = true;
+}
+
+void ClientConnection::close_now() {
+  if (state_ == State::closed) return;
+  state_ = State::closed;
+  if (exchange_) {
+    exchange_->on_client_gone("closed");
+    worker_.defer_delete(std::move(exchange_));
+  }
+  bufferevent_setcb(bev_, nullptr, nullptr, nullptr, nullptr);
+  bufferevent_free(bev_);
+  bev_ = nullptr;
+  worker_.remove_client(this);
+}
+
+}  // namespace holdfast

@@ -1,0 +1,375 @@
+// YAML -> Config. The only translation unit that includes yaml-cpp.
+#include "holdfast/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace holdfast {
+
+namespace {
+
+class Loader {
+ public:
+  explicit Loader(std::string source) : source_(std::move(source)) {}
+
+  [[noreturn]] void fail(const YAML::Node& at, const std::string& key, const std::string& rule) const {
+    std::ostringstream out;
+    out << source_;
+    if (at.IsDefined() && at.Mark().line >= 0) out << ":" << at.Mark().line + 1;
+    out << ": " << key << ": " << rule;
+    throw ConfigError(out.str());
+  }
+
+  void expect_map(const YAML::Node& node, const std::string& key, std::initializer_list<const char*> allowed) const {
+    if (!node.IsMap()) fail(node, key, "expected a mapping");
+    std::set<std::string> names(allowed.begin(), allowed.end());
+    for (const auto& kv : node) {
+      auto name = kv.first.as<std::string>();
+      if (!names.count(name)) {
+        std::string list;
+        for (const auto* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
+        fail(kv.first, join(key, name), "unknown key (expected one of: " + list + ")");
+      }
+    }
+  }
+
+  static std::string join(const std::string& parent, const std::string& child) {
+    return parent.empty() ? child : parent + "." + child;
+  }
+
+  std::string scalar(const YAML::Node& node, const std::string& key) const {
+    if (!node.IsScalar()) fail(node, key, "expected a scalar value");
+    return node.Scalar();
+  }
+
+  Millis duration(const YAML::Node& node, const std::string& key) const {
+    auto text = scalar(node, key);
+    auto d = parse_duration(text);
+    if (!d) fail(node, key, "'" + text + "' is not a duration (expected a number with a unit: 250ms, 5s, 2m, 1h)");
+    return *d;
+  }
+
+  std::uint64_t size(const YAML::Node& node, const std::string& key) const {
+    auto text = scalar(node, key);
+    auto s = parse_size(text);
+    if (!s) fail(node, key, "'" + text + "' is not a size (expected a number with an optional k, m or g suffix)");
+    return *s;
+  }
+
+  std::uint64_t count(const YAML::Node& node, const std::string& key, std::uint64_t min, std::uint64_t max) const {
+    auto text = scalar(node, key);
+    std::uint64_t v = 0;
+    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || p != text.data() + text.size())
+      fail(node, key, "'" + text + "' is not a whole number");
+    if (v < min || v > max)
+      fail(node, key, "'" + text + "' is out of range (expected " + std::to_string(min) + ".." + std::to_string(max) + ")");
+    return v;
+  }
+
+  Endpoint endpoint(const YAML::Node& node, const std::string& key, bool allow_port_zero) const {
+    auto text = scalar(node, key);
+    Endpoint ep;
+    ep.text = text;
+    std::string host, port;
+    if (!text.empty() && text[0] == '[') {
+      auto close = text.find(']');
+      if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
+        fail(node, key, "'" + text + "' is not an address (expected [IPv6]:port)");
+      host = text.substr(1, close - 1);
+      port = text.substr(close + 2);
+    } else {
+      auto colon = text.rfind(':');
+      if (colon == std::string::npos || text.find(':') != colon)
+        fail(node, key, "'" + text + "' is not an address (expected host:port, e.g. 127.0.0.1:9001)");
+      host = text.substr(0, colon);
+      port = text.substr(colon + 1);
+    }
+    if (host.empty()) host = "0.0.0.0";
+    unsigned p = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || p > 65535 || (p == 0 && !allow_port_zero))
+      fail(node, key, "'" + text + "' has an invalid port (expected " + std::string(allow_port_zero ? "0" : "1") + "..65535)");
+    ep.host = host;
+    ep.port = static_cast<std::uint16_t>(p);
+    return ep;
+  }
+
+  Config load(const YAML::Node& root) {
+    Config c;
+    c.source = source_;
+    if (root.IsNull()) fail(root, "(top level)", "the file is empty");
+    expect_map(root, "", {"listen", "workers", "drain_timeout", "client", "upstreams", "routes", "log"});
+
+    if (auto n = root["listen"]) {
+      if (n.IsScalar()) c.listen.push_back(endpoint(n, "listen", true));
+      else if (n.IsSequence()) {
+        for (std::size_t i = 0; i < n.size(); ++i) c.listen.push_back(endpoint(n[i], "listen[" + std::to_string(i) + "]", true));
+      } else fail(n, "listen", "expected an address or a list of addresses");
+      if (c.listen.empty()) fail(n, "listen", "expected at least one address");
+    } else {
+      c.listen.push_back(Endpoint{"0.0.0.0", 8080, "0.0.0.0:8080"});
+    }
+    if (auto n = root["workers"]) c.workers = static_cast<unsigned>(count(n, "workers", 1, 256));
+    if (auto n = root["drain_timeout"]) c.drain_timeout = duration(n, "drain_timeout");
+
+    load_client(root["client"], c.client);
+
+    auto ups = root["upstreams"];
+    if (!ups) fail(root, "upstreams", "is required (at least one upstream group)");
+    if (!ups.IsMap() || ups.size() == 0) fail(ups, "upstreams", "expected a mapping of group names to groups");
+    for (const auto& kv : ups) c.upstreams.push_back(load_upstream(kv.first.as<std::string>(), kv.second));
+
+    auto routes = root["routes"];
+    if (!routes) {
+      if (c.upstreams.size() != 1)
+        fail(root, "routes", "is required when there is more than one upstream group");
+      RouteConfig r;
+      r.upstream = c.upstreams[0].name;
+      c.routes.push_back(r);
+    } else {
+      if (!routes.IsSequence() || routes.size() == 0) fail(routes, "routes", "expected a list of routes");
+      for (std::size_t i = 0; i < routes.size(); ++i) c.routes.push_back(load_route(routes[i], "routes[" + std::to_string(i) + "]", c));
+    }
+
+    if (auto n = root["log"]) {
+      expect_map(n, "log", {"level", "access"});
+      if (auto l = n["level"]) {
+        c.log.level = scalar(l, "log.level");
+        static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
+        if (!levels.count(c.log.level)) fail(l, "log.level", "'" + c.log.level + "' is not a level (expected trace, debug, info, warn, error, critical or off)");
+      }
+      if (auto a = n["access"]) c.log.access = scalar(a, "log.access");
+      if (c.log.access.empty()) fail(n["access"], "log.access", "expected stdout, stderr, off or a file path");
+    }
+    return c;
+  }
+
+  void load_client(const YAML::Node& n, ClientConfig& cc) {
+    if (!n) return;
+    expect_map(n, "client", {"keepalive_timeout", "keepalive_requests", "header_timeout", "body_timeout",
+                             "send_timeout", "max_header_bytes", "front_idle_timeout", "margin"});
+    if (auto v = n["keepalive_timeout"]) cc.keepalive_timeout = {duration(v, "client.keepalive_timeout"), Origin::declared};
+    if (auto v = n["keepalive_requests"]) cc.keepalive_requests = count(v, "client.keepalive_requests", 1, 1ULL << 40);
+    if (auto v = n["header_timeout"]) cc.header_timeout = positive(v, "client.header_timeout");
+    if (auto v = n["body_timeout"]) cc.body_timeout = positive(v, "client.body_timeout");
+    if (auto v = n["send_timeout"]) cc.send_timeout = positive(v, "client.send_timeout");
+    if (auto v = n["max_header_bytes"]) {
+      cc.max_header_bytes = size(v, "client.max_header_bytes");
+      if (cc.max_header_bytes < 1024 || cc.max_header_bytes > 1024 * 1024)
+        fail(v, "client.max_header_bytes", "must be between 1k and 1m");
+    }
+    Millis margin{1000};
+    if (auto v = n["margin"]) margin = duration(v, "client.margin");
+    if (auto v = n["front_idle_timeout"]) {
+      cc.front_idle_timeout = duration(v, "client.front_idle_timeout");
+      Millis needed = *cc.front_idle_timeout + margin;
+      if (cc.keepalive_timeout.origin == Origin::declared) {
+        if (cc.keepalive_timeout.value < needed)
+          fail(n["keepalive_timeout"], "client.keepalive_timeout",
+               "timeout order broken: client.keepalive_timeout (" + format_duration(cc.keepalive_timeout.value) +
+                   ") must be >= client.front_idle_timeout (" + format_duration(*cc.front_idle_timeout) +
+                   ") + client.margin (" + format_duration(margin) +
+                   "): the load balancer in front must give up on an idle connection before holdfast does, "
+                   "or it will send a request just as holdfast closes; fix: set client.keepalive_timeout to at least " +
+                   format_duration(needed));
+      } else if (cc.keepalive_timeout.value < needed) {
+        cc.keepalive_timeout = {needed, Origin::derived};
+      }
+    }
+    if (cc.keepalive_timeout.value.count() == 0)
+      fail(n["keepalive_timeout"], "client.keepalive_timeout", "must be greater than 0");
+  }
+
+  Millis positive(const YAML::Node& v, const std::string& key) const {
+    auto d = duration(v, key);
+    if (d.count() == 0) fail(v, key, "must be greater than 0");
+    return d;
+  }
+
+  UpstreamConfig load_upstream(const std::string& name, const YAML::Node& n) {
+    UpstreamConfig u;
+    u.name = name;
+    std::string key = "upstreams." + name;
+    expect_map(n, key, {"servers", "keepalive", "backend_keepalive_timeout", "connect_timeout", "send_timeout",
+                        "read_timeout", "retry_buffer"});
+    auto servers = n["servers"];
+    if (!servers) fail(n, key + ".servers", "is required (at least one server)");
+    if (!servers.IsSequence() || servers.size() == 0) fail(servers, key + ".servers", "expected a list of servers");
+    for (std::size_t i = 0; i < servers.size(); ++i) {
+      std::string skey = key + ".servers[" + std::to_string(i) + "]";
+      auto s = servers[i];
+      if (s.IsScalar()) {
+        u.servers.push_back(endpoint(s, skey, false));
+      } else {
+        expect_map(s, skey, {"address"});
+        if (!s["address"]) fail(s, skey + ".address", "is required");
+        u.servers.push_back(endpoint(s["address"], skey + ".address", false));
+      }
+    }
+    if (auto v = n["connect_timeout"]) u.connect_timeout = positive(v, key + ".connect_timeout");
+    if (auto v = n["send_timeout"]) u.send_timeout = positive(v, key + ".send_timeout");
+    if (auto v = n["read_timeout"]) u.read_timeout = positive(v, key + ".read_timeout");
+    if (auto v = n["retry_buffer"]) u.retry_buffer = size(v, key + ".retry_buffer");
+    if (auto v = n["backend_keepalive_timeout"]) u.backend_keepalive_timeout = positive(v, key + ".backend_keepalive_timeout");
+
+    auto& ka = u.keepalive;
+    auto kan = n["keepalive"];
+    if (kan) {
+      std::string kkey = key + ".keepalive";
+      expect_map(kan, kkey, {"max_idle", "idle_timeout", "max_requests", "max_lifetime", "margin"});
+      if (auto v = kan["max_idle"]) ka.max_idle = static_cast<std::uint32_t>(count(v, kkey + ".max_idle", 0, 100000));
+      if (auto v = kan["idle_timeout"]) ka.idle_timeout = {positive(v, kkey + ".idle_timeout"), Origin::declared};
+      if (auto v = kan["max_requests"]) ka.max_requests = count(v, kkey + ".max_requests", 1, 1ULL << 40);
+      if (auto v = kan["max_lifetime"]) ka.max_lifetime = positive(v, kkey + ".max_lifetime");
+      if (auto v = kan["margin"]) ka.margin = duration(v, kkey + ".margin");
+    }
+    if (u.backend_keepalive_timeout) {
+      Millis backend = *u.backend_keepalive_timeout;
+      if (ka.margin >= backend)
+        fail(kan && kan["margin"] ? kan["margin"] : n["backend_keepalive_timeout"], key + ".keepalive.margin",
+             "timeout order broken: keepalive.margin (" + format_duration(ka.margin) +
+                 ") must be below backend_keepalive_timeout (" + format_duration(backend) +
+                 "), or no idle connection could ever be reused; fix: lower keepalive.margin");
+      Millis ceiling = backend - ka.margin;
+      if (ka.idle_timeout.origin == Origin::declared) {
+        if (ka.idle_timeout.value > ceiling)
+          fail(kan["idle_timeout"], key + ".keepalive.idle_timeout",
+               "timeout order broken: keepalive.idle_timeout (" + format_duration(ka.idle_timeout.value) +
+                   ") + keepalive.margin (" + format_duration(ka.margin) + ") must be <= backend_keepalive_timeout (" +
+                   format_duration(backend) +
+                   "): holdfast must give up on an idle pooled connection before the backend closes it, or a "
+                   "request will be sent just as the backend closes (the intermittent 502); fix: set "
+                   "keepalive.idle_timeout to at most " + format_duration(ceiling) + " or remove it to derive it");
+      } else {
+        ka.idle_timeout = {std::min(ka.idle_timeout.value, ceiling), Origin::derived};
+      }
+    }
+    return u;
+  }
+
+  RouteConfig load_route(const YAML::Node& n, const std::string& key, const Config& c) {
+    expect_map(n, key, {"match", "upstream"});
+    RouteConfig r;
+    if (auto m = n["match"]) {
+      expect_map(m, key + ".match", {"host", "path_prefix"});
+      if (auto h = m["host"]) r.host = scalar(h, key + ".match.host");
+      if (auto p = m["path_prefix"]) {
+        r.path_prefix = scalar(p, key + ".match.path_prefix");
+        if (r.path_prefix.empty() || r.path_prefix[0] != '/') fail(p, key + ".match.path_prefix", "must start with '/'");
+      }
+    }
+    auto up = n["upstream"];
+    if (!up) fail(n, key + ".upstream", "is required");
+    r.upstream = scalar(up, key + ".upstream");
+    auto it = std::find_if(c.upstreams.begin(), c.upstreams.end(), [&](const UpstreamConfig& u) { return u.name == r.upstream; });
+    if (it == c.upstreams.end()) fail(up, key + ".upstream", "names upstream '" + r.upstream + "', which is not defined under upstreams");
+    r.upstream_index = static_cast<std::size_t>(it - c.upstreams.begin());
+    return r;
+  }
+
+ private:
+  std::string source_;
+};
+
+Config load_from_node_or_text(const std::string& text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(source + ":" + std::to_string(e.mark.line + 1) + ": (syntax): " + e.msg);
+  }
+  try {
+    return Loader(source).load(root);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(source + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+}
+
+const char* origin_name(Origin o) {
+  switch (o) {
+    case Origin::declared: return "declared";
+    case Origin::defaulted: return "defaulted";
+    case Origin::derived: return "derived";
+  }
+  return "?";
+}
+
+}  // namespace
+
+Config load_config_text(const std::string& text, const std::string& source) {
+  return load_from_node_or_text(text, source);
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot open the file");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return load_from_node_or_text(buf.str(), path);
+}
+
+std::string describe_config(const Config& c) {
+  std::ostringstream o;
+  o << "# effective configuration of " << c.source << "\n";
+  o << "listen: [";
+  for (std::size_t i = 0; i < c.listen.size(); ++i) o << (i ? ", " : "") << '"' << c.listen[i].text << '"';
+  o << "]\nworkers: " << c.workers << "\ndrain_timeout: " << format_duration(c.drain_timeout) << "\n";
+  const auto& cl = c.client;
+  o << "client:\n"
+    << "  keepalive_timeout: " << format_duration(cl.keepalive_timeout.value) << "\n"
+    << "  keepalive_requests: " << cl.keepalive_requests << "\n"
+    << "  header_timeout: " << format_duration(cl.header_timeout) << "\n"
+    << "  body_timeout: " << format_duration(cl.body_timeout) << "\n"
+    << "  send_timeout: " << format_duration(cl.send_timeout) << "\n"
+    << "  max_header_bytes: " << format_size(cl.max_header_bytes) << "\n";
+  if (cl.front_idle_timeout) o << "  front_idle_timeout: " << format_duration(*cl.front_idle_timeout) << "\n";
+  o << "upstreams:\n";
+  for (const auto& u : c.upstreams) {
+    o << "  " << u.name << ":\n    servers:\n";
+    for (const auto& s : u.servers) o << "      - address: " << s.text << "\n";
+    o << "    keepalive:\n"
+      << "      max_idle: " << u.keepalive.max_idle << "\n"
+      << "      idle_timeout: " << format_duration(u.keepalive.idle_timeout.value) << "\n"
+      << "      max_requests: " << u.keepalive.max_requests << "\n"
+      << "      max_lifetime: " << format_duration(u.keepalive.max_lifetime) << "\n"
+      << "      margin: " << format_duration(u.keepalive.margin) << "\n";
+    if (u.backend_keepalive_timeout) o << "    backend_keepalive_timeout: " << format_duration(*u.backend_keepalive_timeout) << "\n";
+    o << "    connect_timeout: " << format_duration(u.connect_timeout) << "\n"
+      << "    send_timeout: " << format_duration(u.send_timeout) << "\n"
+      << "    read_timeout: " << format_duration(u.read_timeout) << "\n"
+      << "    retry_buffer: " << format_size(u.retry_buffer) << "\n";
+  }
+  o << "routes:\n";
+  for (const auto& r : c.routes) {
+    o << "  - match: {";
+    if (r.host) o << "host: " << *r.host << ", ";
+    o << "path_prefix: " << r.path_prefix << "}\n    upstream: " << r.upstream << "\n";
+  }
+  o << "log:\n  level: " << c.log.level << "\n  access: " << c.log.access << "\n";
+
+  // The chain, outermost hop first. Each caller must give up on an idle
+  // connection before the server behind it does.
+  o << "\n# keep-alive timeout chain (each caller must time out before the server behind it)\n";
+  o << "#   load balancer in front   idle "
+    << (cl.front_idle_timeout ? format_duration(*cl.front_idle_timeout) + " (declared)" : std::string("unknown")) << "\n";
+  o << "#   holdfast client side     keepalive_timeout " << format_duration(cl.keepalive_timeout.value) << " ("
+    << origin_name(cl.keepalive_timeout.origin) << ")"
+    << (cl.front_idle_timeout ? "  ok: above the front's idle timeout" : "") << "\n";
+  for (const auto& u : c.upstreams) {
+    o << "#   holdfast pool '" << u.name << "'    idle_timeout " << format_duration(u.keepalive.idle_timeout.value) << " ("
+      << origin_name(u.keepalive.idle_timeout.origin) << "), margin " << format_duration(u.keepalive.margin) << "\n";
+    o << "#   backend '" << u.name << "'          keepalive_timeout "
+      << (u.backend_keepalive_timeout ? format_duration(*u.backend_keepalive_timeout) + " (declared)  ok: above idle_timeout + margin"
+                                      : std::string("unknown (learned from Keep-Alive: timeout=N answers)"))
+      << "\n";
+  }
+  return o.str();
+}
+
+}  // namespace holdfast

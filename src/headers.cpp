@@ -1,0 +1,87 @@
+#include "holdfast/headers.hpp"
+
+#include <algorithm>
+#include <charconv>
+
+namespace holdfast {
+
+namespace {
+char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+template <typename F>
+void for_each_list_item(std::string_view value, F&& f) {
+  while (!value.empty()) {
+    auto comma = value.find(',');
+    auto item = trim(value.substr(0, comma));
+    if (!item.empty()) f(item);
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+}
+}  // namespace
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (lower(a[i]) != lower(b[i])) return false;
+  return true;
+}
+
+std::vector<std::string> connection_tokens(const HeaderList& headers) {
+  std::vector<std::string> tokens;
+  for (const auto& h : headers) {
+    if (!iequals(h.name, "connection")) continue;
+    for_each_list_item(h.value, [&](std::string_view item) {
+      std::string t(item);
+      std::transform(t.begin(), t.end(), t.begin(), lower);
+      tokens.push_back(std::move(t));
+    });
+  }
+  return tokens;
+}
+
+bool has_token(const std::vector<std::string>& tokens, std::string_view token) noexcept {
+  return std::any_of(tokens.begin(), tokens.end(), [&](const std::string& t) { return iequals(t, token); });
+}
+
+bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& tokens) noexcept {
+  static constexpr std::string_view fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
+                                               "trailer",    "transfer-encoding", "upgrade"};
+  for (auto f : fixed)
+    if (iequals(name, f)) return true;
+  return has_token(tokens, name);
+}
+
+const std::string* find_header(const HeaderList& headers, std::string_view name) noexcept {
+  for (const auto& h : headers)
+    if (iequals(h.name, name)) return &h.value;
+  return nullptr;
+}
+
+KeepAliveHint parse_keep_alive(const HeaderList& headers) {
+  KeepAliveHint hint;
+  for (const auto& h : headers) {
+    if (!iequals(h.name, "keep-alive")) continue;
+    for_each_list_item(h.value, [&](std::string_view item) {
+      auto eq = item.find('=');
+      if (eq == std::string_view::npos) return;
+      auto key = trim(item.substr(0, eq));
+      auto val = trim(item.substr(eq + 1));
+      if (!val.empty() && val.front() == '"' && val.size() >= 2 && val.back() == '"') val = val.substr(1, val.size() - 2);
+      std::uint64_t n = 0;
+      auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), n);
+      if (ec != std::errc() || p != val.data() + val.size()) return;  // malformed parameter: ignore it
+      if (iequals(key, "timeout") && n <= 86400) hint.timeout = Millis(n * 1000);
+      else if (iequals(key, "max")) hint.max = n;
+    });
+  }
+  return hint;
+}
+
+}  // namespace holdfast

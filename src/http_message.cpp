@@ -1,0 +1,200 @@
+#include "holdfast/http_message.hpp"
+
+#include <algorithm>
+
+namespace holdfast {
+
+namespace {
+HttpParser* self(llhttp_t* p) { return static_cast<HttpParser*>(p->data); }
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  return s;
+}
+}  // namespace
+
+void MessageHead::clear() {
+  method.clear();
+  target.clear();
+  status = 0;
+  reason.clear();
+  version_major = 1;
+  version_minor = 1;
+  headers.clear();
+  chunked = has_transfer_encoding = has_content_length = false;
+  content_length = 0;
+  keep_alive = true;
+  upgrade = false;
+}
+
+HttpParser::HttpParser(Kind kind, std::size_t max_head_bytes) : kind_(kind), max_head_bytes_(max_head_bytes) {
+  llhttp_settings_init(&settings_);
+  settings_.on_message_begin = &HttpParser::on_message_begin;
+  settings_.on_url = &HttpParser::on_url;
+  settings_.on_status = &HttpParser::on_status;
+  settings_.on_header_field = &HttpParser::on_header_field;
+  settings_.on_header_value = &HttpParser::on_header_value;
+  settings_.on_header_value_complete = &HttpParser::on_header_value_complete;
+  settings_.on_url_complete = &HttpParser::on_url_complete;
+  settings_.on_headers_complete = &HttpParser::on_headers_complete;
+  settings_.on_body = &HttpParser::on_body;
+  settings_.on_message_complete = &HttpParser::on_message_complete;
+  // Strict: no lenient flags are ever set. llhttp then refuses CL+TE, differing
+  // repeated Content-Length, a request TE not ending in chunked, bad chunk
+  // sizes, obs-fold, whitespace before the colon and control characters.
+  llhttp_init(&parser_, kind == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+}
+
+void HttpParser::reset() {
+  llhttp_init(&parser_, kind_ == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, &settings_);
+  parser_.data = this;
+  head_.clear();
+  trailers_.clear();
+  head_bytes_ = 0;
+  in_head_ = true;
+  url_done_ = false;
+  value_started_ = false;
+  sink_ = nullptr;
+  failure_ = Failure::none;
+  error_reason_ = nullptr;
+}
+
+HttpParser::Result HttpParser::feed(const char* data, std::size_t len) {
+  Result r;
+  if (failure_ != Failure::none) {
+    r.event = Event::error;
+    return r;
+  }
+  std::size_t give = len;
+  bool capped = false;
+  if (in_head_) {
+    std::size_t allowed = max_head_bytes_ > head_bytes_ ? max_head_bytes_ - head_bytes_ : 0;
+    if (give > allowed) {
+      give = allowed;
+      capped = true;
+    }
+  }
+  llhttp_errno_t err = give ? llhttp_execute(&parser_, data, give) : HPE_OK;
+  if (err == HPE_OK) {
+    r.consumed = give;
+    if (in_head_) head_bytes_ += give;
+    if (capped) {
+      failure_ = (kind_ == Kind::request && !url_done_) ? Failure::uri_too_long : Failure::head_too_large;
+      error_reason_ = "head larger than the limit";
+      r.event = Event::error;
+    }
+    return r;
+  }
+  if (err == HPE_PAUSED) {
+    const char* pos = llhttp_get_error_pos(&parser_);
+    r.consumed = static_cast<std::size_t>(pos - data);
+    llhttp_resume(&parser_);
+    if (!in_head_ && sink_ == nullptr) {
+      // Paused by on_headers_complete.
+      r.event = Event::head_complete;
+    } else {
+      r.event = Event::message_complete;
+    }
+    return r;
+  }
+  failure_ = Failure::bad_message;
+  error_reason_ = llhttp_get_error_reason(&parser_);
+  if (!error_reason_) error_reason_ = llhttp_errno_name(err);
+  r.event = Event::error;
+  return r;
+}
+
+void HttpParser::resume_chunked_body(BodySink* sink) { sink_ = sink; }
+
+int HttpParser::add_field_bytes(std::string& to, const char* at, std::size_t len) {
+  to.append(at, len);
+  return 0;
+}
+
+int HttpParser::on_message_begin(llhttp_t* p) {
+  auto* s = self(p);
+  s->head_.clear();
+  return 0;
+}
+
+int HttpParser::on_url(llhttp_t* p, const char* at, std::size_t len) {
+  return self(p)->add_field_bytes(self(p)->head_.target, at, len);
+}
+
+int HttpParser::on_url_complete(llhttp_t* p) {
+  self(p)->url_done_ = true;
+  return 0;
+}
+
+int HttpParser::on_status(llhttp_t* p, const char* at, std::size_t len) {
+  return self(p)->add_field_bytes(self(p)->head_.reason, at, len);
+}
+
+int HttpParser::on_header_field(llhttp_t* p, const char* at, std::size_t len) {
+  auto* s = self(p);
+  HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
+  if (s->value_started_ || list.empty()) {
+    list.push_back({});
+    s->value_started_ = false;
+  }
+  list.back().name.append(at, len);
+  return 0;
+}
+
+int HttpParser::on_header_value(llhttp_t* p, const char* at, std::size_t len) {
+  auto* s = self(p);
+  HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
+  s->value_started_ = true;
+  if (list.empty()) return -1;
+  list.back().value.append(at, len);
+  return 0;
+}
+
+int HttpParser::on_header_value_complete(llhttp_t* p) {
+  auto* s = self(p);
+  HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
+  // An empty value produces no on_header_value call; make sure the next
+  // field starts a new entry all the same.
+  s->value_started_ = true;
+  if (!list.empty()) {
+    auto& v = list.back().value;
+    auto t = trim_ows(v);
+    if (t.size() != v.size()) v = std::string(t);
+  }
+  return 0;
+}
+
+int HttpParser::on_headers_complete(llhttp_t* p) {
+  auto* s = self(p);
+  auto& h = s->head_;
+  if (s->kind_ == Kind::request) h.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
+  else h.status = p->status_code;
+  h.version_major = p->http_major;
+  h.version_minor = p->http_minor;
+  h.chunked = (p->flags & F_CHUNKED) != 0;
+  h.has_transfer_encoding = (p->flags & F_TRANSFER_ENCODING) != 0;
+  h.has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
+  h.content_length = h.has_content_length ? p->content_length : 0;
+  h.keep_alive = llhttp_should_keep_alive(p) != 0;
+  h.upgrade = p->upgrade != 0 || (s->kind_ == Kind::request && p->method == HTTP_CONNECT);
+  s->in_head_ = false;
+  s->value_started_ = false;
+  return HPE_PAUSED;
+}
+
+int HttpParser::on_body(llhttp_t* p, const char* at, std::size_t len) {
+  auto* s = self(p);
+  if (s->sink_) s->sink_->on_body_data(at, len);
+  return 0;
+}
+
+int HttpParser::on_message_complete(llhttp_t* p) {
+  auto* s = self(p);
+  if (s->sink_ && !s->trailers_.empty()) s->sink_->on_trailers(std::move(s->trailers_));
+  s->trailers_.clear();
+  return HPE_PAUSED;
+}
+
+}  // namespace holdfast

@@ -1,0 +1,96 @@
+#include "holdfast/server.hpp"
+
+#include <event2/thread.h>
+#include <netdb.h>
+#include <spdlog/spdlog.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "holdfast/listener.hpp"
+#include "holdfast/log.hpp"
+
+namespace holdfast {
+
+namespace {
+ServerAddress resolve(const Endpoint& ep, const std::string& key) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  auto service = std::to_string(ep.port);
+  int rc = getaddrinfo(ep.host.c_str(), service.c_str(), &hints, &res);
+  if (rc != 0 || !res) throw ConfigError(key + ": cannot resolve '" + ep.text + "': " + gai_strerror(rc));
+  ServerAddress a;
+  memcpy(&a.addr, res->ai_addr, res->ai_addrlen);
+  a.len = static_cast<socklen_t>(res->ai_addrlen);
+  a.text = ep.text;
+  freeaddrinfo(res);
+  return a;
+}
+}  // namespace
+
+Server::Server(Config config) {
+  static const bool threads_ready = evthread_use_pthreads() == 0;
+  (void)threads_ready;
+  auto access = setup_logging(config.log);
+  std::vector<std::vector<ServerAddress>> servers;
+  for (const auto& u : config.upstreams) {
+    std::vector<ServerAddress> list;
+    for (const auto& s : u.servers) list.push_back(resolve(s, config.source + ": upstreams." + u.name));
+    servers.push_back(std::move(list));
+  }
+  Router router(config.routes);
+  shared_ = std::make_unique<SharedState>(SharedState{std::move(config), std::move(router), std::move(servers), access});
+
+  // Listening sockets: worker 0 binds first (port 0 becomes a real port),
+  // the others bind the same port with SO_REUSEPORT.
+  std::vector<std::vector<int>> fds(shared_->config.workers);
+  for (const auto& ep : shared_->config.listen) {
+    std::uint16_t port = ep.port;
+    for (unsigned w = 0; w < shared_->config.workers; ++w) {
+      std::string error;
+      int fd = open_listen_socket(ep.host, port, error);
+      if (fd < 0) {
+        for (auto& list : fds)
+          for (int f : list) ::close(f);
+        throw ConfigError(shared_->config.source + ": listen: " + error);
+      }
+      if (w == 0) {
+        auto actual = local_address(fd);
+        listening_.push_back(actual);
+        port = static_cast<std::uint16_t>(std::stoi(actual.substr(actual.rfind(':') + 1)));
+      }
+      fds[w].push_back(fd);
+    }
+  }
+  for (unsigned w = 0; w < shared_->config.workers; ++w)
+    workers_.push_back(std::make_unique<Worker>(*shared_, w, std::move(fds[w])));
+}
+
+Server::~Server() {
+  request_drain();
+  wait();
+}
+
+void Server::start() {
+  for (auto& w : workers_) w->start();
+  for (std::size_t i = 0; i < listening_.size(); ++i)
+    spdlog::info("listening on {} ({} worker{})", listening_[i], workers_.size(), workers_.size() == 1 ? "" : "s");
+}
+
+void Server::request_drain() {
+  for (auto& w : workers_) w->request_drain();
+}
+
+void Server::wait() {
+  for (auto& w : workers_) w->join();
+}
+
+Stats Server::totals() const {
+  Stats total;
+  for (const auto& w : workers_) total += w->stats();
+  return total;
+}
+
+}  // namespace holdfast

@@ -1,0 +1,172 @@
+#include "holdfast/upstream_pool.hpp"
+
+#include <algorithm>
+
+#include "holdfast/worker.hpp"
+
+namespace holdfast {
+
+UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config, const std::vector<ServerAddress>& servers)
+    : worker_(worker), config_(config), servers_(servers.size()) {
+  for (const auto& s : servers) addresses_.push_back(&s);
+}
+
+UpstreamPool::~UpstreamPool() { close_idle(); }
+
+std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bool idempotent) {
+  auto& s = servers_[server];
+  const auto now = Clock::now();
+  while (!s.idle.empty()) {
+    std::unique_ptr<UpstreamConnection> conn = std::move(s.idle.back());
+    s.idle.pop_back();
+    // The peek: a connection the backend closed (or wrote to) while idle is
+    // dropped here at no cost to the request, before a byte is written.
+    if (!conn->quiet_and_open()) {
+      worker_.stats().add(Counter::evict_dead_at_checkout);
+      retire(std::move(conn));
+      continue;
+    }
+    if (!idempotent && conn->backend_idle_timeout) {
+      auto deadline = conn->last_used + *conn->backend_idle_timeout;
+      if (now + config_.keepalive.margin >= deadline) {
+        worker_.stats().add(Counter::nonidempotent_skipped);
+        retire(std::move(conn));
+        continue;
+      }
+    }
+    conn->set_owner(nullptr);
+    return conn;
+  }
+  return nullptr;
+}
+
+std::unique_ptr<UpstreamConnection> UpstreamPool::open(std::size_t server, int& err) {
+  const auto& a = *addresses_[server];
+  auto conn = UpstreamConnection::open(worker_.base(), reinterpret_cast<const sockaddr*>(&a.addr), a.len, server,
+                                       worker_.next_id(), err);
+  if (!conn) return nullptr;
+  worker_.stats().add(Counter::upstream_connects);
+  const auto& s = servers_[server];
+  // What the backend said on earlier connections holds for this one until it
+  // says otherwise; failing that, what the operator declared.
+  if (s.learned_timeout) conn->backend_idle_timeout = s.learned_timeout;
+  else if (config_.backend_keepalive_timeout) conn->backend_idle_timeout = config_.backend_keepalive_timeout;
+  return conn;
+}
+
+std::optional<Millis> UpstreamPool::idle_budget(const UpstreamConnection& conn, Clock::time_point now,
+                                                Counter* why) const {
+  const auto& ka = config_.keepalive;
+  if (conn.requests >= ka.max_requests || (conn.requests_left && *conn.requests_left == 0)) {
+    *why = Counter::evict_max_requests;
+    return std::nullopt;
+  }
+  auto life_left = std::chrono::duration_cast<Millis>(conn.created + ka.max_lifetime - now);
+  if (life_left.count() <= 0) {
+    *why = Counter::evict_lifetime;
+    return std::nullopt;
+  }
+  Millis budget = ka.idle_timeout.value;
+  *why = Counter::evict_idle_timeout;
+  if (conn.backend_idle_timeout) {
+    // Give up `margin` before the backend does: its FIN may be in flight.
+    if (*conn.backend_idle_timeout <= ka.margin) {
+      *why = Counter::evict_hint;
+      return std::nullopt;
+    }
+    Millis from_backend = *conn.backend_idle_timeout - ka.margin;
+    if (from_backend < budget) {
+      budget = from_backend;
+      *why = Counter::evict_hint;
+    }
+  }
+  if (life_left < budget) {
+    budget = life_left;
+    *why = Counter::evict_lifetime;
+  }
+  return budget;
+}
+
+void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, bool reusable) {
+  if (!reusable || worker_.draining() || config_.keepalive.max_idle == 0) {
+    worker_.stats().add(Counter::evict_not_reusable);
+    retire(std::move(conn));
+    return;
+  }
+  const auto now = Clock::now();
+  Counter why;
+  auto budget = idle_budget(*conn, now, &why);
+  if (!budget) {
+    worker_.stats().add(why);
+    retire(std::move(conn));
+    return;
+  }
+  auto& s = servers_[conn->server];
+  if (s.idle.size() >= config_.keepalive.max_idle) {
+    // Keep the newest: drop the one that has waited longest.
+    worker_.stats().add(Counter::evict_pool_full);
+    retire(std::move(s.idle.front()));
+    s.idle.erase(s.idle.begin());
+  }
+  conn->last_used = now;
+  conn->idle_expiry = why;
+  conn->set_owner(this);
+  conn->set_timeouts(*budget, std::nullopt);
+  bufferevent_enable(conn->bev(), EV_READ);
+  s.idle.push_back(std::move(conn));
+}
+
+void UpstreamPool::learn(UpstreamConnection& conn, const KeepAliveHint& hint) {
+  auto& s = servers_[conn.server];
+  if (hint.timeout) {
+    conn.backend_idle_timeout = hint.timeout;
+    if (s.learned_timeout != hint.timeout) {
+      s.learned_timeout = hint.timeout;
+      worker_.stats().add(Counter::hints_learned);
+    }
+  }
+  if (hint.max) {
+    conn.requests_left = hint.max;
+    if (s.learned_max != hint.max) s.learned_max = hint.max;
+  }
+}
+
+void UpstreamPool::close_idle() {
+  for (auto& s : servers_) {
+    for (auto& c : s.idle) retire(std::move(c));
+    s.idle.clear();
+  }
+}
+
+void UpstreamPool::evict(UpstreamConnection& conn, Counter why) {
+  auto& idle = servers_[conn.server].idle;
+  auto it = std::find_if(idle.begin(), idle.end(), [&](const auto& p) { return p.get() == &conn; });
+  if (it == idle.end()) return;  // not ours: nothing to do
+  std::unique_ptr<UpstreamConnection> owned = std::move(*it);
+  idle.erase(it);
+  worker_.stats().add(why);
+  retire(std::move(owned));
+}
+
+void UpstreamPool::retire(std::unique_ptr<UpstreamConnection> conn) {
+  if (!conn) return;
+  conn->set_owner(nullptr);
+  bufferevent_disable(conn->bev(), EV_READ | EV_WRITE);
+  // Possibly on this connection's own callback stack: free it next turn.
+  worker_.defer_delete(std::move(conn));
+}
+
+void UpstreamPool::on_upstream_readable(UpstreamConnection& conn) {
+  // A backend has nothing to say on an idle connection; bytes now mean the
+  // framing is in doubt (or an unsolicited 408). Either way it cannot be reused.
+  evict(conn, Counter::evict_closed_by_backend);
+}
+
+void UpstreamPool::on_upstream_drained(UpstreamConnection&) {}
+
+void UpstreamPool::on_upstream_event(UpstreamConnection& conn, short what) {
+  if (what & BEV_EVENT_TIMEOUT) evict(conn, conn.idle_expiry);
+  else evict(conn, Counter::evict_closed_by_backend);
+}
+
+}  // namespace holdfast

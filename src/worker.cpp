@@ -1,0 +1,121 @@
+#include "holdfast/worker.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "holdfast/client_connection.hpp"
+
+namespace holdfast {
+
+Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> listen_fds)
+    : shared_(shared), index_(index) {
+  base_ = event_base_new();
+  for (std::size_t g = 0; g < shared.config.upstreams.size(); ++g) {
+    pools_.push_back(std::make_unique<UpstreamPool>(*this, shared.config.upstreams[g], shared.servers[g]));
+    // Workers start their round robin at different servers so that a burst
+    // spread over workers does not land on the first server of each.
+    balancers_.emplace_back(shared.servers[g].size(), index);
+  }
+  for (int fd : listen_fds)
+    listeners_.push_back(std::make_unique<Listener>(base_, fd, [this](int cfd, const sockaddr* a, int l) { on_accept(cfd, a, l); }));
+  reap_event_ = event_new(base_, -1, 0, &Worker::on_reap, this);
+  drain_request_event_ = event_new(base_, -1, 0, &Worker::on_drain_request, this);
+  drain_deadline_event_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
+}
+
+Worker::~Worker() {
+  listeners_.clear();
+  // Client connections first (they may hand upstream connections back to the
+  // pools), then whatever they retired, then the pools.
+  auto clients = std::move(clients_);
+  for (auto* c : clients) delete c;
+  retired_.clear();
+  for (auto& p : pools_) p->close_idle();
+  retired_.clear();
+  pools_.clear();
+  retired_.clear();
+  event_free(reap_event_);
+  event_free(drain_request_event_);
+  event_free(drain_deadline_event_);
+  event_base_free(base_);
+}
+
+void Worker::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::run() {
+  event_base_dispatch(base_);
+  // Whatever is still open when the loop ends (drain timeout) is closed here,
+  // on the worker's own thread.
+  auto clients = std::move(clients_);
+  clients_.clear();
+  for (auto* c : clients) delete c;
+  retired_.clear();
+  for (auto& p : pools_) p->close_idle();
+  retired_.clear();
+}
+
+void Worker::request_drain() { event_active(drain_request_event_, EV_READ, 0); }
+
+void Worker::on_drain_request(evutil_socket_t, short, void* arg) { static_cast<Worker*>(arg)->begin_drain(); }
+
+void Worker::begin_drain() {
+  if (draining_) return;
+  draining_ = true;
+  for (auto& l : listeners_) l->stop();
+  timeval tv{static_cast<time_t>(config().drain_timeout.count() / 1000),
+             static_cast<suseconds_t>((config().drain_timeout.count() % 1000) * 1000)};
+  evtimer_add(drain_deadline_event_, &tv);
+  // Copy: drain() may remove the connection from the set.
+  std::vector<ClientConnection*> snapshot(clients_.begin(), clients_.end());
+  for (auto* c : snapshot)
+    if (clients_.count(c)) c->drain();
+  for (auto& p : pools_) p->close_idle();
+  maybe_finish_drain();
+}
+
+void Worker::maybe_finish_drain() {
+  if (draining_ && clients_.empty()) event_base_loopexit(base_, nullptr);
+}
+
+void Worker::on_drain_deadline(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  spdlog::warn("worker {}: drain_timeout reached with {} connection(s) still open; closing them", self->index_,
+               self->clients_.size());
+  event_base_loopbreak(self->base_);
+}
+
+void Worker::on_accept(int fd, const sockaddr* addr, int len) {
+  auto conn = std::make_unique<ClientConnection>(*this, fd, addr, len);
+  auto* raw = conn.get();
+  add_client(std::move(conn));
+  raw->start();
+}
+
+void Worker::add_client(std::unique_ptr<ClientConnection> conn) { clients_.insert(conn.release()); }
+
+void Worker::remove_client(ClientConnection* conn) {
+  if (clients_.erase(conn)) defer_delete(std::unique_ptr<ClientConnection>(conn));
+  maybe_finish_drain();
+}
+
+void Worker::schedule_reaper() {
+  if (!event_pending(reap_event_, EV_READ | EV_TIMEOUT, nullptr)) event_active(reap_event_, EV_READ, 0);
+}
+
+void Worker::on_reap(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  // Deleting may retire more objects (an exchange hands back its upstream
+  // connection): loop until nothing is left.
+  while (!self->retired_.empty()) {
+    auto batch = std::move(self->retired_);
+    self->retired_.clear();
+    batch.clear();
+  }
+}
+
+}  // namespace holdfast
