@@ -377,7 +377,8 @@ backend be
     return Proc(name, ["haproxy", "-db", "-f", path], d)
 
 
-def proxy_holdfast(name, d, binary, port, servers, workers, keepalive=None, backend_keepalive=None):
+def proxy_holdfast(name, d, binary, port, servers, workers, keepalive=None, backend_keepalive=None,
+                   level="warn"):
     os.makedirs(d, exist_ok=True)
     lines = [
         'listen: ["127.0.0.1:%d"]' % port,
@@ -398,7 +399,7 @@ def proxy_holdfast(name, d, binary, port, servers, workers, keepalive=None, back
         "routes:",
         "  - match: {path_prefix: /}",
         "    upstream: app",
-        'log: {level: warn, access: "off"}',
+        'log: {level: %s, access: "off"}' % level,
     ]
     path = os.path.join(d, "holdfast.yaml")
     with open(path, "w") as f:
@@ -793,16 +794,17 @@ http {
   }
 }
 """ % {"temps": temps, "b": backend_port, "port": port}
-            return start_nginx("race-" + os.path.basename(d), d, conf)
+            return start_nginx(os.path.basename(d), d, conf)
         if case == "haproxy":
-            return proxy_haproxy("race-" + os.path.basename(d), d, port, [backend_port], w, reuse=None)
+            return proxy_haproxy(os.path.basename(d), d, port, [backend_port], w, reuse=None)
         if case == "haproxy-always":
-            return proxy_haproxy("race-" + os.path.basename(d), d, port, [backend_port], w, reuse="always")
+            return proxy_haproxy(os.path.basename(d), d, port, [backend_port], w, reuse="always")
         if case == "holdfast":
-            return proxy_holdfast("race-" + os.path.basename(d), d, self.holdfast_bin, port, [backend_port], w,
-                                  keepalive={"idle_timeout": "30s", "margin": "200ms"})
-        return proxy_holdfast("race-" + os.path.basename(d), d, self.holdfast_bin, port, [backend_port], w,
-                              keepalive={"margin": "200ms"}, backend_keepalive="1s")
+            # Level info: the exit stats line (retries, hints learned, evictions) is logged at info.
+            return proxy_holdfast(os.path.basename(d), d, self.holdfast_bin, port, [backend_port], w,
+                                  keepalive={"idle_timeout": "30s", "margin": "200ms"}, level="info")
+        return proxy_holdfast(os.path.basename(d), d, self.holdfast_bin, port, [backend_port], w,
+                              keepalive={"margin": "200ms"}, backend_keepalive="1s", level="info")
 
     def race(self):
         T = 1.0

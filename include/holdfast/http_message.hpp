@@ -98,6 +98,7 @@ class HttpParser {
   static int on_message_complete(llhttp_t*);
 
   int add_field_bytes(std::string& to, const char* at, std::size_t len);
+  bool has_folded_line(const char* data, std::size_t len);
 
   llhttp_t parser_;
   llhttp_settings_t settings_;
@@ -107,6 +108,7 @@ class HttpParser {
   bool in_head_ = true;
   bool url_done_ = false;
   bool value_started_ = false;  // a header value is being collected
+  bool last_was_lf_ = false;    // the last head byte seen was a line feed
   MessageHead head_;
   HeaderList trailers_;
   BodySink* sink_ = nullptr;

@@ -228,7 +228,7 @@ class PersistenceTest(h.ProxyTestCase):
         c = self.client(p.port)
         r = c.request("GET", "/idle")
         self.assertEqual(r.status, 200)
-        self.assertEqual(r.headers.get("keep-alive").split(",")[0], "timeout=1")
+        self.assertEqual((r.headers.get("keep-alive") or "").split(",")[0], "timeout=1", r.raw_head)
         self.assertClosed(c, timeout=10)
 
 

@@ -26,7 +26,10 @@ class MalformedRequestTest(h.ProxyTestCase):
         except h.IncompleteMessage as e:
             self.fail(f"no complete {status} response before the connection ended "
                       f"(reset={c.reader.reset}, got {e.got[:200]!r})")
-        self.assertEqual(r.status, status, r)
+        if isinstance(status, tuple):
+            self.assertIn(r.status, status, r)
+        else:
+            self.assertEqual(r.status, status, r)
         self.assertClosed(c, msg=f"connection not closed after {status}")
         # Nothing was forwarded: the backend saw no byte (and, normally, no connection).
         self.assertEqual(self.b.bytes_received, 0, f"bytes reached the backend: {self.b.requests}")
@@ -89,7 +92,7 @@ class MalformedRequestTest(h.ProxyTestCase):
         self.check_refused(b"this is not http at all\r\n\r\n", 400)
 
     def test_bad_http_version(self):
-        self.check_refused(b"GET / HTTP/9.z\r\n" + HOST + b"\r\n", 400)
+        self.check_refused(b"GET / HTTP/9.z\r\n" + HOST + b"\r\n", (400, 505))
 
 
 if __name__ == "__main__":

@@ -1,1 +1,88 @@
 #include <doctest/doctest.h>
+
+#include <string>
+
+#include "holdfast/config.hpp"
+
+using namespace holdfast;
+
+namespace {
+const char* kBase = R"(listen: ["127.0.0.1:0"]
+upstreams:
+  app:
+    servers:
+      - address: 127.0.0.1:9001
+)";
+
+std::string error_of(const std::string& text) {
+  try {
+    load_config_text(text, "t.yaml");
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("a minimal config gets the documented defaults") {
+  auto c = load_config_text(kBase, "t.yaml");
+  CHECK(c.listen.size() == 1);
+  CHECK(c.listen[0].port == 0);
+  CHECK(c.client.keepalive_timeout.value == Millis(75000));
+  CHECK(c.client.keepalive_timeout.origin == Origin::defaulted);
+  CHECK(c.upstreams[0].keepalive.max_idle == 32);
+  CHECK(c.upstreams[0].keepalive.max_requests >= 100000);
+  REQUIRE(c.routes.size() == 1);
+  CHECK(c.routes[0].upstream == "app");
+}
+
+TEST_CASE("errors name file, line, key and rule") {
+  auto e = error_of(std::string(kBase) + "bogus: 1\n");
+  CHECK(e.find("t.yaml:6: bogus: unknown key") == 0);
+  e = error_of(std::string(kBase) + "client:\n  keepalive_timeout: 75\n");
+  CHECK(e.find("t.yaml:7: client.keepalive_timeout:") == 0);
+  CHECK(e.find("not a duration") != std::string::npos);
+  e = error_of(std::string(kBase) + "client:\n  max_header_bytes: 16q\n");
+  CHECK(e.find("t.yaml:7: client.max_header_bytes:") == 0);
+  e = error_of(std::string(kBase) + "routes:\n  - upstream: nope\n");
+  CHECK(e.find("t.yaml:7: routes[0].upstream: names upstream 'nope'") == 0);
+  e = error_of("upstreams:\n  app:\n    servers:\n      - address: 127.0.0.1\n");
+  CHECK(e.find("t.yaml:4: upstreams.app.servers[0].address:") == 0);
+  e = error_of("upstreams:\n  app:\n    servers:\n      - address: 127.0.0.1:70000\n");
+  CHECK(e.find("invalid port") != std::string::npos);
+  e = error_of("listen: [1, 2]\nupstreams: [1]\n");
+  CHECK(e.find("t.yaml:") == 0);
+  e = error_of(std::string(kBase) + "workers: [1]\n");
+  CHECK(e.find("t.yaml:6: workers: expected a scalar") == 0);
+}
+
+TEST_CASE("timeout order: pool idle + margin must stay under the backend's") {
+  auto e = error_of(std::string(kBase) +
+                    "    backend_keepalive_timeout: 5s\n    keepalive:\n      idle_timeout: 50s\n");
+  CHECK(e.find("t.yaml:8: upstreams.app.keepalive.idle_timeout: timeout order broken") == 0);
+  CHECK(e.find("50s") != std::string::npos);
+  CHECK(e.find("5s") != std::string::npos);
+  CHECK(e.find("at most 4s") != std::string::npos);
+  // Not declared: derived from the backend's.
+  auto c = load_config_text(std::string(kBase) + "    backend_keepalive_timeout: 5s\n", "t.yaml");
+  CHECK(c.upstreams[0].keepalive.idle_timeout.value == Millis(4000));
+  CHECK(c.upstreams[0].keepalive.idle_timeout.origin == Origin::derived);
+}
+
+TEST_CASE("timeout order: client keep-alive above the front's idle timeout") {
+  auto e = error_of(std::string(kBase) + "client:\n  keepalive_timeout: 30s\n  front_idle_timeout: 60s\n");
+  CHECK(e.find("client.keepalive_timeout: timeout order broken") != std::string::npos);
+  CHECK(e.find("30s") != std::string::npos);
+  CHECK(e.find("front_idle_timeout (1m)") != std::string::npos);
+  auto c = load_config_text(std::string(kBase) + "client:\n  front_idle_timeout: 90s\n", "t.yaml");
+  CHECK(c.client.keepalive_timeout.value == Millis(91000));
+}
+
+TEST_CASE("describe_config prints the chain with origins") {
+  auto c = load_config_text(std::string(kBase) + "    backend_keepalive_timeout: 5s\n", "t.yaml");
+  auto d = describe_config(c);
+  CHECK(d.find("idle_timeout 4s (derived)") != std::string::npos);
+  CHECK(d.find("keepalive_timeout 5s (declared)") != std::string::npos);
+  CHECK(d.find("keepalive_timeout 75s (defaulted)") != std::string::npos);
+  CHECK(d.find("idle unknown") != std::string::npos);
+}

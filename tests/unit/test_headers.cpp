@@ -1,1 +1,42 @@
 #include <doctest/doctest.h>
+
+#include "holdfast/headers.hpp"
+
+using namespace holdfast;
+
+TEST_CASE("Connection tokens name further hop-by-hop fields") {
+  HeaderList h{{"Connection", "close, X-Secret"}, {"connection", " Foo "}, {"X-Secret", "1"}};
+  auto tokens = connection_tokens(h);
+  REQUIRE(tokens.size() == 3);
+  CHECK(tokens[0] == "close");
+  CHECK(tokens[1] == "x-secret");
+  CHECK(tokens[2] == "foo");
+  CHECK(is_hop_by_hop("X-SECRET", tokens));
+  CHECK(is_hop_by_hop("Foo", tokens));
+  for (auto name : {"Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade"})
+    CHECK(is_hop_by_hop(name, {}));
+  CHECK_FALSE(is_hop_by_hop("Content-Length", tokens));
+  CHECK_FALSE(is_hop_by_hop("X-Other", tokens));
+}
+
+TEST_CASE("Keep-Alive hints are parsed leniently and safely") {
+  auto hint = parse_keep_alive({{"Keep-Alive", "timeout=5, max=100"}});
+  CHECK(hint.timeout == Millis(5000));
+  CHECK(hint.max == 100u);
+  hint = parse_keep_alive({{"keep-alive", "max=3"}});
+  CHECK_FALSE(hint.timeout.has_value());
+  CHECK(hint.max == 3u);
+  hint = parse_keep_alive({{"Keep-Alive", "timeout=abc, max=-1, junk"}});
+  CHECK_FALSE(hint.timeout.has_value());
+  CHECK_FALSE(hint.max.has_value());
+  hint = parse_keep_alive({{"Keep-Alive", "timeout=\"2\""}});
+  CHECK(hint.timeout == Millis(2000));
+  CHECK_FALSE(parse_keep_alive({{"X-Keep-Alive", "timeout=5"}}).timeout.has_value());
+}
+
+TEST_CASE("find_header is case-insensitive and returns the first") {
+  HeaderList h{{"Host", "a"}, {"HOST", "b"}};
+  REQUIRE(find_header(h, "host"));
+  CHECK(*find_header(h, "host") == "a");
+  CHECK(find_header(h, "via") == nullptr);
+}

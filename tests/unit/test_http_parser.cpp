@@ -1,1 +1,117 @@
 #include <doctest/doctest.h>
+
+#include <string>
+
+#include "holdfast/http_message.hpp"
+
+using namespace holdfast;
+
+namespace {
+struct Collect : BodySink {
+  std::string body;
+  HeaderList trailers;
+  void on_body_data(const char* d, std::size_t n) override { body.append(d, n); }
+  void on_trailers(HeaderList&& t) override { trailers = std::move(t); }
+};
+
+HttpParser::Result feed(HttpParser& p, const std::string& s) { return p.feed(s.data(), s.size()); }
+}  // namespace
+
+TEST_CASE("a request head stops the parser at its end") {
+  HttpParser p(HttpParser::Kind::request, 16384);
+  std::string req = "POST /x?y=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a:  2 \r\nContent-Length: 5\r\n\r\nhelloGET";
+  auto r = feed(p, req);
+  CHECK(r.event == HttpParser::Event::head_complete);
+  CHECK(r.consumed == req.size() - 8);
+  CHECK(p.head().method == "POST");
+  CHECK(p.head().target == "/x?y=1");
+  REQUIRE(p.head().headers.size() == 4);
+  CHECK(p.head().headers[2].name == "x-a");
+  CHECK(p.head().headers[2].value == "2");
+  CHECK(p.head().has_content_length);
+  CHECK(p.head().content_length == 5);
+}
+
+TEST_CASE("a head split across many feeds") {
+  HttpParser p(HttpParser::Kind::request, 16384);
+  std::string req = "GET / HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n";
+  HttpParser::Result r;
+  for (char c : req) {
+    r = p.feed(&c, 1);
+    if (r.event != HttpParser::Event::need_more) break;
+  }
+  CHECK(r.event == HttpParser::Event::head_complete);
+  CHECK(p.head().headers.size() == 2);
+  CHECK(p.head().headers[0].value == "example");
+}
+
+TEST_CASE("chunked bodies are decoded with extensions and trailers") {
+  HttpParser p(HttpParser::Kind::request, 16384);
+  std::string head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  std::string body = "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 9\r\n\r\nNEXT";
+  auto r = feed(p, head);
+  REQUIRE(r.event == HttpParser::Event::head_complete);
+  CHECK(p.head().chunked);
+  Collect sink;
+  p.resume_chunked_body(&sink);
+  r = feed(p, body);
+  CHECK(r.event == HttpParser::Event::message_complete);
+  CHECK(r.consumed == body.size() - 4);
+  CHECK(sink.body == "hello world");
+  REQUIRE(sink.trailers.size() == 1);
+  CHECK(sink.trailers[0].name == "X-Sum");
+}
+
+TEST_CASE("strict parsing refuses smuggling shapes") {
+  const char* bad[] = {
+      "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\x01x\r\n\r\n",
+      "GARBAGE\r\n\r\n",
+  };
+  for (const char* b : bad) {
+    HttpParser p(HttpParser::Kind::request, 16384);
+    auto r = feed(p, b);
+    std::string shown(b);
+    CAPTURE(shown);
+    CHECK(r.event == HttpParser::Event::error);
+    CHECK(p.failure() == HttpParser::Failure::bad_message);
+  }
+}
+
+TEST_CASE("bad chunk size is an error") {
+  HttpParser p(HttpParser::Kind::request, 16384);
+  REQUIRE(feed(p, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").event ==
+          HttpParser::Event::head_complete);
+  Collect sink;
+  p.resume_chunked_body(&sink);
+  CHECK(feed(p, "zz\r\nhello\r\n").event == HttpParser::Event::error);
+}
+
+TEST_CASE("heads over the limit: 431, or 414 while still in the target") {
+  HttpParser p(HttpParser::Kind::request, 1024);
+  std::string big = "GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n";
+  CHECK(feed(p, big).event == HttpParser::Event::error);
+  CHECK(p.failure() == HttpParser::Failure::head_too_large);
+  HttpParser q(HttpParser::Kind::request, 1024);
+  std::string longurl = "GET /" + std::string(2000, 'a') + " HTTP/1.1\r\n\r\n";
+  CHECK(feed(q, longurl).event == HttpParser::Event::error);
+  CHECK(q.failure() == HttpParser::Failure::uri_too_long);
+}
+
+TEST_CASE("responses: status, reason and keep-alive reading") {
+  HttpParser p(HttpParser::Kind::response, 16384);
+  auto r = feed(p, "HTTP/1.1 404 Not Here\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  CHECK(r.event == HttpParser::Event::head_complete);
+  CHECK(p.head().status == 404);
+  CHECK(p.head().reason == "Not Here");
+  CHECK_FALSE(p.head().keep_alive);
+  p.reset();
+  r = feed(p, "HTTP/1.0 200 OK\r\n\r\n");
+  CHECK(r.event == HttpParser::Event::head_complete);
+  CHECK_FALSE(p.head().keep_alive);
+  CHECK_FALSE(p.head().has_content_length);
+}
