@@ -28,27 +28,38 @@ void MessageHead::clear() {
   upgrade = false;
 }
 
+const llhttp_settings_t* HttpParser::settings() {
+  // One table for every parser: the callbacks find their parser through
+  // llhttp_t::data, so nothing per connection needs to live here.
+  static const llhttp_settings_t table = [] {
+    llhttp_settings_t t;
+    llhttp_settings_init(&t);
+    t.on_message_begin = &HttpParser::on_message_begin;
+    t.on_url = &HttpParser::on_url;
+    t.on_status = &HttpParser::on_status;
+    t.on_header_field = &HttpParser::on_header_field;
+    t.on_header_value = &HttpParser::on_header_value;
+    t.on_header_value_complete = &HttpParser::on_header_value_complete;
+    t.on_url_complete = &HttpParser::on_url_complete;
+    t.on_headers_complete = &HttpParser::on_headers_complete;
+    t.on_body = &HttpParser::on_body;
+    t.on_message_complete = &HttpParser::on_message_complete;
+    return t;
+  }();
+  return &table;
+}
+
 HttpParser::HttpParser(Kind kind, std::size_t max_head_bytes) : kind_(kind), max_head_bytes_(max_head_bytes) {
-  llhttp_settings_init(&settings_);
-  settings_.on_message_begin = &HttpParser::on_message_begin;
-  settings_.on_url = &HttpParser::on_url;
-  settings_.on_status = &HttpParser::on_status;
-  settings_.on_header_field = &HttpParser::on_header_field;
-  settings_.on_header_value = &HttpParser::on_header_value;
-  settings_.on_header_value_complete = &HttpParser::on_header_value_complete;
-  settings_.on_url_complete = &HttpParser::on_url_complete;
-  settings_.on_headers_complete = &HttpParser::on_headers_complete;
-  settings_.on_body = &HttpParser::on_body;
-  settings_.on_message_complete = &HttpParser::on_message_complete;
-  // Strict: no lenient flags are ever set. llhttp then refuses CL+TE, differing
-  // repeated Content-Length, a request TE not ending in chunked, bad chunk
-  // sizes, obs-fold, whitespace before the colon and control characters.
-  llhttp_init(&parser_, kind == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, &settings_);
+  // Strict: no lenient flags are ever set, and llhttp is built with
+  // LLHTTP_STRICT_MODE. llhttp then refuses CL+TE, differing repeated
+  // Content-Length, bad chunk sizes, whitespace before the colon and control
+  // characters; the rest is checked below.
+  llhttp_init(&parser_, kind == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, settings());
   parser_.data = this;
 }
 
 void HttpParser::reset() {
-  llhttp_init(&parser_, kind_ == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, &settings_);
+  llhttp_init(&parser_, kind_ == Kind::request ? HTTP_REQUEST : HTTP_RESPONSE, settings());
   parser_.data = this;
   head_.clear();
   trailers_.clear();

@@ -100,8 +100,9 @@ class HttpParser {
   int add_field_bytes(std::string& to, const char* at, std::size_t len);
   bool has_folded_line(const char* data, std::size_t len);
 
+  static const llhttp_settings_t* settings();
+
   llhttp_t parser_;
-  llhttp_settings_t settings_;
   Kind kind_;
   std::size_t max_head_bytes_;
   std::size_t head_bytes_ = 0;
