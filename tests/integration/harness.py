@@ -24,12 +24,14 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -294,6 +296,7 @@ class Proxy:
         for t in self._readers:
             t.join(10)
         err, out = self.stderr_text(), self.stdout_text()
+        shutil.rmtree(self._dir, ignore_errors=True)
         self.result = ProxyExit(self.proc.returncode, err, out, parse_stats(err + "\n" + out), killed, elapsed)
         return self.result
 
@@ -744,8 +747,16 @@ def get(port, target="/", headers=None, **kw):
         return c.request("GET", target, headers, **kw)
 
 
-def send_all(sock, data):
-    sock.sendall(data)
+def send_raw(sock, data, piece=None, pause=0.0):
+    """Sends raw bytes, optionally in pieces of `piece` bytes with `pause` seconds between
+    them (each piece its own TCP segment with TCP_NODELAY), to exercise incremental parsing."""
+    if not piece:
+        sock.sendall(data)
+        return
+    for i in range(0, len(data), piece):
+        sock.sendall(data[i:i + piece])
+        if pause:
+            time.sleep(pause)
 
 
 # --------------------------------------------------------------------------- backends
@@ -1068,7 +1079,6 @@ def wait_until(predicate, timeout, interval=0.02):
 
 # --------------------------------------------------------------------------- test case base
 
-import unittest  # noqa: E402  (kept beside its only user)
 
 
 def backend_conn(resp):

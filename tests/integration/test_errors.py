@@ -10,7 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
-from harness import backend_conn, make_config  # noqa: E402
+from harness import make_config  # noqa: E402
 
 
 def full_backlog_listener():
@@ -173,6 +173,57 @@ class AbortTest(h.ProxyTestCase):
         self.assertEqual(r.status, 200)
         self.assertEqual(r.body, b"conn=2")
         self.assertEqual(b.accepted, 2)
+
+
+class ClientTimeoutTest(h.ProxyTestCase):
+
+    def read_optional_response(self, c):
+        """The proxy may answer a timed-out request (408) or just close; returns the status or None."""
+        try:
+            return c.read_response().status
+        except h.IncompleteMessage:
+            return None
+
+    def test_header_timeout_closes_slow_head(self):
+        b = self.backend()
+        p = self.proxy(make_config([b.port], client={"header_timeout": "1s"}))
+        c = self.client(p.port)
+        c.send(b"GET /slowloris HTTP/1.1\r\nHost: holdfast.test\r\nX-Partial: ")
+        t0 = time.monotonic()
+        status = self.read_optional_response(c)
+        self.assertIn(status, (None, 408), "a head that never completes gets 408 or a close")
+        self.assertTrue(c.reader.eof or c.wait_closed(5), "connection not closed after header_timeout")
+        self.assertLess(time.monotonic() - t0, 15 * h.SLOW)
+        self.assertEqual(b.accepted, 0)
+
+    def test_body_timeout_closes_stalled_body_and_upstream(self):
+        b = self.backend()
+        p = self.proxy(make_config([b.port], client={"body_timeout": "1s"}))
+        c = self.client(p.port)
+        c.send(b"POST /stalled HTTP/1.1\r\nHost: holdfast.test\r\nContent-Length: 100\r\n\r\n0123456789")
+        status = self.read_optional_response(c)
+        self.assertIn(status, (None, 408), "a stalled body gets 408 or a close")
+        self.assertTrue(c.reader.eof or c.wait_closed(5), "connection not closed after body_timeout")
+        # If the head was forwarded, that upstream connection carries half a request: it must be closed.
+        if b.accepted:
+            self.assertIn(b.wait_closed_conn(1, 10), ("eof_mid_request", "reset", "eof"))
+        self.assertEqual(b.requests, [])
+        r = h.get(p.port, "/after")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(b.requests[-1].conn_index, b.accepted, "the half-used upstream connection was reused")
+
+
+    def test_send_timeout_drops_client_that_stops_reading(self):
+        b = self.backend(body_size=32 * 1024 * 1024)
+        p = self.proxy(make_config([b.port], client={"send_timeout": "1s"}))
+        c = self.client(p.port)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        c.send(h.build_request("GET", "/huge"))
+        time.sleep(4)  # read nothing for well over send_timeout
+        with self.assertRaises(h.IncompleteMessage, msg="a client that stopped reading was never dropped"):
+            c.read_response(sink=lambda piece: None)
+        # The upstream connection, mid-response, is closed rather than pooled.
+        self.assertIsNotNone(b.wait_closed_conn(1, 10))
 
 
 class RetryTest(h.ProxyTestCase):

@@ -167,6 +167,62 @@ class PoolingTest(h.ProxyTestCase):
         r = h.get(p.port, "/next")
         self.assertEqual(backend_conn(r), late, "the most recently released idle connection should be taken first")
 
+    def test_max_lifetime_retires_connection(self):
+        b = self.backend()
+        p = self.proxy(make_config([b.port], keepalive={"max_lifetime": "1s"}))
+        c = self.client(p.port)
+        self.assertEqual(backend_conn(c.request("GET", "/a")), 1)
+        time.sleep(1.3)
+        self.assertEqual(backend_conn(c.request("GET", "/b")), 2, "a connection older than max_lifetime was reused")
+        res = p.stop()
+        self.assertGreaterEqual((res.stats or {}).get("evict_lifetime", 0), 1, res.stats)
+
+    def test_unexpected_bytes_on_idle_connection_close_it(self):
+        closed = threading.Event()
+
+        def handler(conn, index):
+            reader = h.Reader(conn)
+            req = h.read_request(reader)
+            if req is None:
+                return
+            body = f"conn={index}".encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            if index == 1:
+                time.sleep(0.3)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")  # nobody asked
+                if reader.at_eof(10 * h.SLOW):
+                    closed.set()
+                return
+            h.read_request(reader)
+
+        b = self.scripted(handler)
+        p = self.proxy(make_config([b.port]))
+        c = self.client(p.port)
+        self.assertEqual(c.request("GET", "/a").body, b"conn=1")
+        self.assertTrue(closed.wait(10 * h.SLOW), "an idle connection that received unexpected bytes was kept")
+        r = c.request("GET", "/b")
+        self.assertEqual(r.body, b"conn=2", "the stale bytes must never be delivered as a response")
+
+    def test_surplus_bytes_after_response_prevent_reuse(self):
+        def handler(conn, index):
+            reader = h.Reader(conn)
+            for n in range(1, 10):
+                req = h.read_request(reader)
+                if req is None:
+                    return
+                body = f"conn={index} req={n}".encode()
+                # The first answer carries bytes past its Content-Length in the same write.
+                extra = b"SURPLUS" if (index, n) == (1, 1) else b""
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s" % (len(body), body, extra))
+
+        b = self.scripted(handler)
+        p = self.proxy(make_config([b.port]))
+        c = self.client(p.port)
+        self.assertEqual(c.request("GET", "/a").body, b"conn=1 req=1")
+        r = c.request("GET", "/b")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"conn=2 req=1", "a connection that read past the end of its response was reused")
+
     def test_round_robin_across_two_servers(self):
         b1 = self.backend(name="one")
         b2 = self.backend(name="two")
