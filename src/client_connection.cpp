@@ -120,8 +120,9 @@ void ClientConnection::parse_requests() {
         break;
       }
       state_ = State::reading_head;
+      // The header deadline is armed below only if the head does not arrive
+      // in this read, which spares a timer update for almost every request.
       head_deadline_ = std::chrono::steady_clock::now() + worker_.config().client.header_timeout;
-      set_read_timeout(worker_.config().client.header_timeout);
     }
     evbuffer_iovec v;
     if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) break;
@@ -179,7 +180,9 @@ void ClientConnection::begin_exchange() {
 }
 
 void ClientConnection::on_request_complete() {
-  if (state_ == State::exchanging) set_read_timeout(std::nullopt);
+  // Nothing to re-arm: while the response is awaited, a read timeout that
+  // fires is ignored (see on_event), which is cheaper than clearing it for
+  // every request.
 }
 
 std::string ClientConnection::response_policy(bool must_close) {
@@ -268,6 +271,13 @@ void ClientConnection::on_event(short what) {
     }
     if (state_ == State::idle) {
       close_now();  // keepalive_timeout: the ordinary end of an idle connection
+      return;
+    }
+    if ((what & BEV_EVENT_READING) && state_ == State::exchanging && exchange_ && exchange_->request_complete()) {
+      // Left over from the idle or body timer while the backend takes its
+      // time: the upstream read_timeout governs this wait. Keep watching
+      // the client for EOF.
+      bufferevent_enable(bev_, EV_READ);
       return;
     }
     spdlog::info("conn {} {}: client {} timeout", id_, peer_, (what & BEV_EVENT_READING) ? "body" : "send");

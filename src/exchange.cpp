@@ -115,15 +115,18 @@ void Exchange::start() {
     request_relay_.copy = &replay_;
     request_relay_.copy_ok = &replay_complete_;
     request_relay_.copy_limit = pool_.config().retry_buffer;
-  } else {
-    upstream_started_ = true;
-    connect_upstream();
-    if (finished_) return;
-  }
-  if (request_body_ == BodyMode::none || (request_body_ == BodyMode::length && request_remaining_ == 0)) {
-    request_body_done();
+    pump_request();
     return;
   }
+  if (request_body_ == BodyMode::none || request_remaining_ == 0) {
+    // No body: the request is complete before it is sent, so the upstream
+    // timers are armed once, at attach.
+    request_done_ = true;
+    client_.on_request_complete();
+  }
+  upstream_started_ = true;
+  connect_upstream();
+  if (finished_ || request_done_) return;
   pump_request();
 }
 
@@ -521,11 +524,7 @@ void Exchange::fail(ProxyError error, const char* detail) {
 }
 
 void Exchange::on_upstream_drained(UpstreamConnection&) {
-  if (!request_done_) {
-    client_.resume_reading();
-  } else if (upstream_ && evbuffer_get_length(upstream_->output()) == 0) {
-    arm_upstream_timeouts();
-  }
+  if (!request_done_) client_.resume_reading();
 }
 
 void Exchange::on_upstream_event(UpstreamConnection& conn, short what) {

@@ -1,6 +1,7 @@
 #include "holdfast/http_message.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 namespace holdfast {
 
@@ -135,11 +136,15 @@ bool HttpParser::has_folded_line(const char* data, std::size_t len) {
   // line feed followed by a space or tab can only be a fold (or whitespace
   // before the first field); RFC 9112 5.2 lets a recipient refuse both, and a
   // proxy should: folded lines mean different things to different parsers.
-  for (std::size_t i = 0; i < len; ++i) {
-    char c = data[i];
-    if (last_was_lf_ && (c == ' ' || c == '\t')) return true;
-    last_was_lf_ = c == '\n';
+  if (len == 0) return false;
+  if (last_was_lf_ && (data[0] == ' ' || data[0] == '\t')) return true;
+  const char* p = data;
+  const char* end = data + len;
+  while ((p = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)))) != nullptr) {
+    if (++p == end) break;
+    if (*p == ' ' || *p == '\t') return true;
   }
+  last_was_lf_ = data[len - 1] == '\n';
   return false;
 }
 

@@ -1,6 +1,5 @@
 #include "holdfast/server.hpp"
 
-#include <event2/thread.h>
 #include <netdb.h>
 #include <spdlog/spdlog.h>
 #include <string.h>
@@ -31,8 +30,6 @@ ServerAddress resolve(const Endpoint& ep, const std::string& key) {
 }  // namespace
 
 Server::Server(Config config) {
-  static const bool threads_ready = evthread_use_pthreads() == 0;
-  (void)threads_ready;
   auto access = setup_logging(config.log);
   std::vector<std::vector<ServerAddress>> servers;
   for (const auto& u : config.upstreams) {

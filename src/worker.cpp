@@ -1,6 +1,8 @@
 #include "holdfast/worker.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "holdfast/client_connection.hpp"
 
@@ -8,7 +10,14 @@ namespace holdfast {
 
 Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> listen_fds)
     : shared_(shared), index_(index) {
-  base_ = event_base_new();
+  // Each base is used by its own thread only, so libevent runs without locks;
+  // the one cross-thread message (drain) arrives through an eventfd.
+  event_config* cfg = event_config_new();
+  event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+  event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+  base_ = event_base_new_with_config(cfg);
+  event_config_free(cfg);
+  drain_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   for (std::size_t g = 0; g < shared.config.upstreams.size(); ++g) {
     pools_.push_back(std::make_unique<UpstreamPool>(*this, shared.config.upstreams[g], shared.servers[g]));
     // Workers start their round robin at different servers so that a burst
@@ -18,7 +27,8 @@ Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> liste
   for (int fd : listen_fds)
     listeners_.push_back(std::make_unique<Listener>(base_, fd, [this](int cfd, const sockaddr* a, int l) { on_accept(cfd, a, l); }));
   reap_event_ = event_new(base_, -1, 0, &Worker::on_reap, this);
-  drain_request_event_ = event_new(base_, -1, 0, &Worker::on_drain_request, this);
+  drain_request_event_ = event_new(base_, drain_fd_, EV_READ | EV_PERSIST, &Worker::on_drain_request, this);
+  event_add(drain_request_event_, nullptr);
   drain_deadline_event_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
 }
 
@@ -37,6 +47,7 @@ Worker::~Worker() {
   event_free(drain_request_event_);
   event_free(drain_deadline_event_);
   event_base_free(base_);
+  ::close(drain_fd_);
 }
 
 void Worker::start() {
@@ -59,13 +70,21 @@ void Worker::run() {
   retired_.clear();
 }
 
-void Worker::request_drain() { event_active(drain_request_event_, EV_READ, 0); }
+void Worker::request_drain() {
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(drain_fd_, &one, sizeof one);
+}
 
-void Worker::on_drain_request(evutil_socket_t, short, void* arg) { static_cast<Worker*>(arg)->begin_drain(); }
+void Worker::on_drain_request(evutil_socket_t fd, short, void* arg) {
+  std::uint64_t value;
+  [[maybe_unused]] auto n = ::read(fd, &value, sizeof value);
+  static_cast<Worker*>(arg)->begin_drain();
+}
 
 void Worker::begin_drain() {
   if (draining_) return;
   draining_ = true;
+  event_del(drain_request_event_);
   for (auto& l : listeners_) l->stop();
   timeval tv{static_cast<time_t>(config().drain_timeout.count() / 1000),
              static_cast<suseconds_t>((config().drain_timeout.count() % 1000) * 1000)};
@@ -104,11 +123,15 @@ void Worker::remove_client(ClientConnection* conn) {
 }
 
 void Worker::schedule_reaper() {
-  if (!event_pending(reap_event_, EV_READ | EV_TIMEOUT, nullptr)) event_active(reap_event_, EV_READ, 0);
+  if (!reap_scheduled_) {
+    reap_scheduled_ = true;
+    event_active(reap_event_, EV_READ, 0);
+  }
 }
 
 void Worker::on_reap(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
+  self->reap_scheduled_ = false;
   // Deleting may retire more objects (an exchange hands back its upstream
   // connection): loop until nothing is left.
   while (!self->retired_.empty()) {

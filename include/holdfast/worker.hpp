@@ -42,7 +42,7 @@ class Worker {
 
   void start();          // runs the loop on a new thread
   void join();
-  // Thread-safe: asks the worker to stop accepting and drain.
+  // Thread-safe (async-signal-safe too): asks the worker to stop accepting and drain.
   void request_drain();
 
   // For objects of this worker only (called on its thread).
@@ -95,6 +95,8 @@ class Worker {
   std::vector<std::unique_ptr<void, void (*)(void*)>> retired_;
   event* reap_event_ = nullptr;
   event* drain_request_event_ = nullptr;
+  int drain_fd_ = -1;            // eventfd: the only way other threads talk to this worker
+  bool reap_scheduled_ = false;
   event* drain_deadline_event_ = nullptr;
   std::thread thread_;
 };
