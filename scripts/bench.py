@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -93,6 +94,10 @@ class Proc:
         return self.popen.poll() is None
 
     def stop(self, grace=5.0):
+        """SIGTERM, then SIGKILL after `grace`; sets exit_code and killed."""
+        if self._err.closed:
+            return
+        self.killed = False
         if self.alive():
             try:
                 os.killpg(self.pid, signal.SIGTERM)
@@ -101,6 +106,7 @@ class Proc:
             try:
                 self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 try:
                     os.killpg(self.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -112,6 +118,7 @@ class Proc:
                 os.killpg(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        self.exit_code = self.popen.returncode
         for f in (self._err, self._out):
             f.close()
 
@@ -185,6 +192,32 @@ def open_fds(root):
         except OSError:
             pass
     return n
+
+
+def system_busy_seconds():
+    """CPU seconds the whole machine spent in processes (user, nice, system), from /proc/stat.
+
+    irq and softirq time are left out on purpose: loopback TCP does much of its
+    work in softirq context, which the kernel charges to no process, so it
+    would show up as load from strangers."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal
+    return (v[0] + v[1] + v[2]) / CLK_TCK
+
+
+def own_seconds():
+    """CPU seconds of this script, its finished children (wrk) and every server it started."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system + sum(
+        cpu_seconds(p.pid) for p in Proc.registry if p.alive())
+
+
+def foreign_load(seconds=2.0):
+    """Average CPUs used by processes that are not ours over `seconds`."""
+    s0, o0 = system_busy_seconds(), own_seconds()
+    time.sleep(seconds)
+    return max(0.0, (system_busy_seconds() - s0) - (own_seconds() - o0)) / seconds
 
 
 _used_ports = set()
@@ -576,6 +609,8 @@ def versions(holdfast_bin):
     }
     if holdfast_bin:
         v["holdfast"] = run([holdfast_bin, "--version"])
+        with open(holdfast_bin, "rb") as f:
+            v["holdfast_sha256"] = hashlib.sha256(f.read()).hexdigest()[:12]
     try:
         v["holdfast_commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                               capture_output=True, text=True, timeout=10).stdout.strip() or None
@@ -617,9 +652,28 @@ class Bench:
         self.workdir = tempfile.mkdtemp(prefix="holdfast-bench.")
         os.chmod(self.workdir, 0o755)
         self.holdfast_bin = None
+        self.holdfast_source = None
         self.notes = []
+        self.disturbed = []     # runs during which other processes used CPU
+        self.retried = 0
+        self.retry_budget = 120 if self.quick else 300     # seconds spent re-running disturbed runs
         self.targets = {}       # name -> {"port", "proc"}
         self.results = {}
+
+    def wait_quiet(self, limit, note=True):
+        """Waits up to `limit` seconds until other processes leave the CPUs alone."""
+        deadline = time.monotonic() + limit
+        told = False
+        while True:
+            load = foreign_load()
+            if load < 0.15 or time.monotonic() > deadline:
+                break
+            if not told:
+                log("other processes use %.2f CPUs; waiting up to %d s for a quiet machine" % (load, limit))
+                told = True
+        if load >= 0.15 and note:
+            self.note("other processes used %.2f CPUs when the benchmark started" % load)
+        return load
 
     def note(self, msg):
         log(msg)
@@ -639,7 +693,11 @@ class Bench:
             self.note("holdfast not measured: `%s --version` exited %d: %s" %
                       (binary, r.returncode, (r.stdout + r.stderr).strip()[:200]))
             return None
-        return binary
+        # Run a copy: the binary under test stays the same if build/ is rebuilt meanwhile.
+        self.holdfast_source = binary
+        copy = os.path.join(self.workdir, "holdfast-under-test")
+        shutil.copy2(binary, copy)
+        return copy
 
     # Backends and the proxies under test.
     def start(self):
@@ -692,10 +750,15 @@ class Bench:
         t = self.targets[name]
         proc = t["proc"]
         acc0 = [stub_accepts(p) for p in self.backend_ports]
+        sys0, own0 = system_busy_seconds(), own_seconds()
         cpu0 = cpu_seconds(proc.pid) if proc else None
         w = run_wrk(self.workdir, t["port"], path, conns, duration)
         cpu1 = cpu_seconds(proc.pid) if proc else None
+        sys1, own1 = system_busy_seconds(), own_seconds()
         acc1 = [stub_accepts(p) for p in self.backend_ports]
+        # CPU used meanwhile by processes that are not part of the benchmark.
+        w["foreign_cpus"] = max(0.0, (sys1 - sys0) - (own1 - own0)) / (w["duration_us"] / 1e6)
+
         # Each stub_status read is a connection of its own: the later read counts itself.
         upstream = sum(b - a - 1 for a, b in zip(acc0, acc1))
         w["upstream_accepts"] = upstream
@@ -706,6 +769,11 @@ class Bench:
             if not proc.alive():
                 self.note("%s exited during %s (code %s); stderr: %s" %
                           (name, test, proc.popen.returncode, proc.stderr_text()[-400:].strip()))
+        expected = LARGE_SIZE if path == "/64k" else len(SMALL_BODY)
+        w["bytes_per_response"] = w["bytes"] / w["requests"] if w["requests"] else None
+        if w["requests"] and w["bytes_per_response"] < expected:
+            self.note("%s %s: %.0f bytes per response on average, less than the %d-byte body" %
+                      (name, test, w["bytes_per_response"], expected))
         if w["errors"]:
             self.note("%s %s round: wrk counted %d errors (connect %d, read %d, write %d, status %d, timeout %d)" %
                       (name, test, w["errors"], w["err_connect"], w["err_read"], w["err_write"],
@@ -725,6 +793,16 @@ class Bench:
                     if n not in self.targets or (self.targets[n]["proc"] and not self.targets[n]["proc"].alive()):
                         continue
                     w = self.one_run(n, test, path, conns, self.duration)
+                    # Another process took CPU (a build, a test): wait for quiet and run again, within a budget.
+                    while w["foreign_cpus"] > 0.15 and self.retry_budget > 0:
+                        t0 = time.monotonic()
+                        log("  %s %s disturbed: others used %.2f CPUs; running it again" % (n, test, w["foreign_cpus"]))
+                        self.wait_quiet(min(60, self.retry_budget), note=False)
+                        w = self.one_run(n, test, path, conns, self.duration)
+                        self.retried += 1
+                        self.retry_budget -= time.monotonic() - t0
+                    if w["foreign_cpus"] > 0.15:
+                        self.disturbed.append("%s %s %.2f" % (n, test, w["foreign_cpus"]))
                     runs[n][test].append(w)
                     log("round %d/%d %-8s %-9s %9.0f req/s p99 %s ms%s" %
                         (r + 1, self.rounds, n, test, w["rps"], fmt_ms(w["p99_us"]),
@@ -833,11 +911,15 @@ http {
                 j["error"] = "race client failed: %s" % e
 
         threads = [threading.Thread(target=run, args=(j,), daemon=True) for j in jobs if "error" not in j]
+        s0, o0, t0 = system_busy_seconds(), own_seconds(), time.monotonic()
         for t in threads:
             t.start()
         limit = time.monotonic() + n_sweep * 1.1 * T + n_steady * 0.3 * T + 120
         for t in threads:
             t.join(timeout=max(1, limit - time.monotonic()))
+        foreign = max(0.0, (system_busy_seconds() - s0) - (own_seconds() - o0)) / (time.monotonic() - t0)
+        if foreign > 0.5:
+            self.note("other processes used %.2f CPUs during the race; its timing may be off" % foreign)
         out = []
         for j in jobs:
             j["proc"].stop()
@@ -853,16 +935,25 @@ http {
                 self.note("race %s %s: %s" % (j["label"], j["method"], row["error"]))
             if j["case"].startswith("holdfast"):
                 row["holdfast_stats"] = holdfast_stats(j["proc"])
+                if j["proc"].killed or j["proc"].exit_code != 0:
+                    self.note("race %s %s: holdfast did not exit cleanly on SIGTERM (exit code %s%s)" %
+                              (j["label"], j["method"], j["proc"].exit_code,
+                               ", killed after 5 s" if j["proc"].killed else ""))
             if row["backend"]["posts_executed_twice"]:
                 self.note("race %s: POST executed twice by the backend: %s" %
                           (j["label"], row["backend"]["posts_executed_twice"][:5]))
             out.append(row)
-        self.results["race"] = {"T": T, "n_sweep": n_sweep, "n_steady": n_steady, "rows": out}
+        self.results["race"] = {"T": T, "n_sweep": n_sweep, "n_steady": n_steady, "foreign_cpus": round(foreign, 2),
+                                "rows": out}
 
     def stop(self):
         for n, t in self.targets.items():
             if t["proc"]:
                 t["proc"].stop()
+                # nginx exits 0 on SIGTERM, HAProxy dies of it (-15); both are clean.
+                if t["proc"].killed or t["proc"].exit_code not in (0, -signal.SIGTERM):
+                    self.note("%s did not exit cleanly on SIGTERM (exit code %s%s)" %
+                              (n, t["proc"].exit_code, ", killed after 5 s" if t["proc"].killed else ""))
                 if n == "holdfast":
                     self.results.setdefault("holdfast_stats", holdfast_stats(t["proc"]))
                     err = [l for l in t["proc"].stderr_text().splitlines()
@@ -884,9 +975,14 @@ http {
         L.append("")
         L.append("Versions: " + ", ".join("%s `%s`" % (k, v) for k, v in meta["versions"].items() if v))
         L.append("")
-        L.append("Backends: two nginx (1 worker each) on loopback serving a 13-byte and a 65,536-byte file; "
+        L.append("Setup: two nginx backends (1 worker each) on loopback serving a 13-byte and a 65,536-byte file; "
                  "each proxy balances over both; `direct` is wrk against one backend (the ceiling). "
-                 "wrk -t1; everything shares %d CPUs." % meta["nproc"])
+                 "wrk -t1; everything shares %d CPUs. Proxies as their documentation advises for upstream "
+                 "keep-alive: nginx `upstream { server; server; keepalive 32; }`, `proxy_http_version 1.1`, "
+                 "`proxy_set_header Connection \"\"`; HAProxy `mode http`, `option http-keep-alive`, "
+                 "`http-reuse always`; holdfast default pool settings (`max_idle: 32`). No access logs. "
+                 "Client side, nginx's and holdfast's `keepalive_requests` are raised so that no proxy closes "
+                 "wrk's connections during a run." % meta["nproc"])
         L.append("")
         tp = self.results.get("throughput", {})
         names = [n for n in TARGET_ORDER if n in tp]
@@ -938,7 +1034,10 @@ http {
         L.append("CPU: proxy utime+stime (all its processes and threads) per 100k requests at 50 connections. "
                  "Upstream: connections the backends accepted per 10k requests (13 B, 50 connections; "
                  "for `direct` these are wrk's own). Idle: proxy RSS growth per idle keep-alive client "
-                 "connection, %s connections." % fmt_num(self.idle_conns))
+                 "connection, %s connections%s." % (
+                     fmt_num(self.idle_conns),
+                     " (not 10,000: HAProxy needs two descriptors per `maxconn` and refuses to start above "
+                     "the hard limit of %s open files here)" % fmt_num(hard_nofile()) if self.idle_conns < 10000 else ""))
         L.append("")
         L.append("| target | CPU s/100k 13 B | vs nginx | CPU s/100k 64 KiB | vs nginx | upstream conns/10k req | idle bytes/conn |")
         L.append("|---|---:|---:|---:|---:|---:|---:|")
@@ -1005,37 +1104,36 @@ http {
         names = [n for n in TARGET_ORDER if n in tp]
         if not names or not shutil.which("gnuplot"):
             return None
-        dat = os.path.join(self.workdir, "chart.dat")
-        with open(dat, "w") as f:
-            f.write("# i target rps rps_min rps_max cpu cpu_min cpu_max p99 p99_min p99_max\n")
-            for i, n in enumerate(names):
-                s = tp[n]["small_c50"]
-                vals = []
-                for key, scale in (("rps", 1.0), ("cpu_per_100k", 1.0), ("p99_us", 1e-3)):
-                    x = s.get(key)
-                    vals += [x["median"] * scale, x["min"] * scale, x["max"] * scale] if x else ["NaN"] * 3
-                f.write("%d %s %s\n" % (i, n, " ".join(str(v) for v in vals)))
+        files = {}
+        for test in ("small_c50", "large_c50"):
+            dat = os.path.join(self.workdir, "chart-%s.dat" % test)
+            with open(dat, "w") as f:
+                f.write("# i target rps rps_min rps_max cpu cpu_min cpu_max p99 p99_min p99_max\n")
+                for i, n in enumerate(names):
+                    s = tp[n].get(test, {})
+                    vals = []
+                    for key, scale in (("rps", 1.0), ("cpu_per_100k", 1.0), ("p99_us", 1e-3)):
+                        x = s.get(key)
+                        vals += [x["median"] * scale, x["min"] * scale, x["max"] * scale] if x else ["NaN"] * 3
+                    f.write("%d %s %s\n" % (i, n, " ".join(str(v) for v in vals)))
+            files[test] = dat
         png = os.path.join(out_dir, "bench.png")
         meta = self.results["meta"]
-        gp = """
-set terminal pngcairo size 1500,480 font "sans,10"
-set output '%(png)s'
-set multiplot layout 1,3 title "holdfast bench: 13 B responses, 50 connections, %(date)s, %(nproc)d CPUs (median, min–max)"
-set style fill solid 0.6 border -1
-set boxwidth 0.6
-set xrange [-0.6:%(xmax)f]
-set yrange [0:*]
-set grid ytics
-unset key
-set title "throughput (req/s)"
-plot '%(dat)s' using 1:3:xtic(2) with boxes lc rgb "#4477aa", '' using 1:3:4:5 with yerrorbars lc rgb "black" pt 0
-set title "proxy CPU seconds per 100k requests"
-plot '%(dat)s' using 1:6:xtic(2) with boxes lc rgb "#ee6677", '' using 1:6:7:8 with yerrorbars lc rgb "black" pt 0
-set title "p99 latency (ms)"
-plot '%(dat)s' using 1:9:xtic(2) with boxes lc rgb "#228833", '' using 1:9:10:11 with yerrorbars lc rgb "black" pt 0
-unset multiplot
-""" % {"png": png, "dat": dat, "date": meta["date"][:10], "nproc": meta["nproc"], "xmax": len(names) - 0.4}
-        r = subprocess.run(["gnuplot"], input=gp, capture_output=True, text=True, timeout=60)
+        gp = ["set terminal pngcairo size 1500,900 font 'sans,10'",
+              "set output '%s'" % png,
+              "set multiplot layout 2,3 title \"holdfast bench, 50 connections, %s, %d CPUs, %s mode "
+              "(bars: median; whiskers: min-max over rounds)\"" % (meta["date"][:10], meta["nproc"], meta["mode"]),
+              "set style fill solid 0.6 border -1", "set boxwidth 0.6",
+              "set xrange [-0.6:%f]" % (len(names) - 0.4), "set yrange [0:*]", "set grid ytics", "unset key"]
+        for test, size in (("small_c50", "13 B"), ("large_c50", "64 KiB")):
+            for col, title, color in ((3, "throughput (req/s)", "#4477aa"),
+                                      (6, "proxy CPU s per 100k requests", "#ee6677"),
+                                      (9, "p99 latency (ms)", "#228833")):
+                gp.append("set title '%s, %s'" % (title, size))
+                gp.append("plot '%s' using 1:%d:xtic(2) with boxes lc rgb '%s', '' using 1:%d:%d:%d with yerrorbars "
+                          "lc rgb 'black' pt 0" % (files[test], col, color, col, col + 1, col + 2))
+        gp.append("unset multiplot")
+        r = subprocess.run(["gnuplot"], input="\n".join(gp) + "\n", capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             self.note("gnuplot failed: %s" % r.stderr.strip()[:300])
             return None
@@ -1045,13 +1143,16 @@ unset multiplot
         started = time.monotonic()
         if not wait_build_lock():
             raise SystemExit("a build has held %s for 15 minutes; not measuring" % BUILD_LOCK)
+        load = self.wait_quiet(self.args.wait_quiet)
         self.results["meta"] = {
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "host": platform.node(), "nproc": os.cpu_count(), "cpu": cpu_model(),
             "mode": "quick" if self.quick else "full", "rounds": self.rounds, "duration_s": self.duration,
             "workers": self.args.workers, "idle_conns": self.idle_conns,
             "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+            "foreign_cpus_at_start": round(load, 2),
         }
+        measure_start = time.monotonic()
         try:
             self.start()
             self.results["meta"]["versions"] = versions(self.holdfast_bin)
@@ -1067,8 +1168,24 @@ unset multiplot
             self.stop()
         if build_busy():
             self.note("a build was running when the benchmark ended; numbers may be disturbed")
+        if self.holdfast_bin:
+            try:
+                with open(self.holdfast_source, "rb") as f:
+                    now = hashlib.sha256(f.read()).hexdigest()[:12]
+            except OSError:
+                now = None
+            if now != self.results["meta"]["versions"].get("holdfast_sha256"):
+                self.note("%s was rebuilt during the run; measured a copy taken at the start (sha256 %s)" %
+                          (self.holdfast_source, self.results["meta"]["versions"].get("holdfast_sha256")))
+        if self.retried:
+            self.note("%d timed runs were disturbed by other processes and run again" % self.retried)
+        if self.disturbed:
+            runs = sum(len(x["runs"]) for t in self.results.get("throughput", {}).values() for x in t.values())
+            self.note("other processes used more than 0.15 CPU during %d of %d timed runs (target test CPUs: %s); "
+                      "those numbers are disturbed" % (len(self.disturbed), runs, "; ".join(self.disturbed[:8])))
         self.results["notes"] = self.notes
         self.results["meta"]["seconds"] = round(time.monotonic() - started)
+        self.results["meta"]["measuring_seconds"] = round(time.monotonic() - measure_start)
         out = self.args.out
         os.makedirs(out, exist_ok=True)
         with open(os.path.join(out, "results.json"), "w") as f:
@@ -1076,7 +1193,7 @@ unset multiplot
         png = self.chart(out)
         md = self.markdown()
         if png:
-            md += "\n![throughput, CPU and p99 per target](bench.png)\n"
+            md += "\n![throughput, proxy CPU and p99 per target, 13 B and 64 KiB](bench.png)\n"
         with open(os.path.join(out, "results.md"), "w") as f:
             f.write(md)
         print(md)
@@ -1108,6 +1225,8 @@ def main(argv=None):
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-idle", action="store_true")
     ap.add_argument("--skip-race", action="store_true")
+    ap.add_argument("--wait-quiet", type=int, default=300,
+                    help="seconds to wait at start for other processes to leave the CPUs (default 300)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep configs and logs of the run")
     args = ap.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]

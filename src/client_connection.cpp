@@ -30,30 +30,22 @@ std::string format_peer(const sockaddr* addr, std::string& ip) {
   return ip;
 }
 
-timeval to_timeval(std::chrono::milliseconds d) {
-  timeval tv;
-  tv.tv_sec = d.count() / 1000;
-  tv.tv_usec = (d.count() % 1000) * 1000;
-  return tv;
-}
 }  // namespace
 
 ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr, int)
     : worker_(worker),
+      stream_(worker.base(), fd, false),
       id_(worker.next_id()),
       parser_(HttpParser::Kind::request, worker.config().client.max_header_bytes) {
   peer_ = format_peer(addr, peer_ip_);
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  bev_ = bufferevent_socket_new(worker.base(), fd, BEV_OPT_CLOSE_ON_FREE);
-  bufferevent_setcb(bev_, &read_cb, &write_cb, &event_cb, this);
+  stream_.set_handler(this);
   // Input stops being read from the socket above this mark; it must hold a
   // whole head.
-  std::size_t read_high = std::max<std::size_t>(kReadChunk, worker.config().client.max_header_bytes + 1);
-  bufferevent_setwatermark(bev_, EV_READ, 0, read_high);
-  bufferevent_setwatermark(bev_, EV_WRITE, kLowWater, 0);
-  bufferevent_set_max_single_read(bev_, kReadChunk);
-  bufferevent_set_max_single_write(bev_, kReadChunk);
+  stream_.set_input_limit(std::max<std::size_t>(kReadChunk, worker.config().client.max_header_bytes + 1));
+  stream_.set_drain_mark(kLowWater);
+  stream_.set_write_timeout(worker.config().client.send_timeout);
 }
 
 ClientConnection::~ClientConnection() {
@@ -61,36 +53,23 @@ ClientConnection::~ClientConnection() {
     exchange_->on_client_gone("shutdown");
     exchange_.reset();
   }
-  if (bev_) {
-    bufferevent_setcb(bev_, nullptr, nullptr, nullptr, nullptr);
-    bufferevent_free(bev_);
-  }
+  stream_.close();
 }
 
 void ClientConnection::start() {
   worker_.stats().add(Counter::client_connections);
-  bufferevent_enable(bev_, EV_READ | EV_WRITE);
+  stream_.enable_read();
   enter_idle();
 }
 
-void ClientConnection::set_read_timeout(std::optional<std::chrono::milliseconds> t) {
-  timeval rtv{}, wtv = to_timeval(worker_.config().client.send_timeout);
-  if (t) rtv = to_timeval(*t);
-  bufferevent_set_timeouts(bev_, t ? &rtv : nullptr, &wtv);
-}
+void ClientConnection::set_read_timeout(std::optional<std::chrono::milliseconds> t) { stream_.set_read_timeout(t); }
 
 void ClientConnection::enter_idle() {
   state_ = State::idle;
   set_read_timeout(worker_.config().client.keepalive_timeout.value);
 }
 
-void ClientConnection::read_cb(bufferevent*, void* arg) { static_cast<ClientConnection*>(arg)->on_readable(); }
-void ClientConnection::write_cb(bufferevent*, void* arg) { static_cast<ClientConnection*>(arg)->on_writable(); }
-void ClientConnection::event_cb(bufferevent*, short what, void* arg) {
-  static_cast<ClientConnection*>(arg)->on_event(what);
-}
-
-void ClientConnection::on_readable() {
+void ClientConnection::on_stream_readable(Stream&) {
   switch (state_) {
     case State::idle:
     case State::reading_head:
@@ -181,7 +160,7 @@ void ClientConnection::begin_exchange() {
 
 void ClientConnection::on_request_complete() {
   // Nothing to re-arm: while the response is awaited, a read timeout that
-  // fires is ignored (see on_event), which is cheaper than clearing it for
+  // fires is ignored (see on_stream_event), which is cheaper than clearing it for
   // every request.
 }
 
@@ -208,10 +187,12 @@ void ClientConnection::on_exchange_finished() {
   }
   if (reading_paused_) {
     reading_paused_ = false;
-    bufferevent_enable(bev_, EV_READ);
+    stream_.enable_read();
   }
   enter_idle();
   if (evbuffer_get_length(input()) > 0) parse_requests();
+  // Input may have stopped at its limit while the exchange ran.
+  stream_.kick();
 }
 
 void ClientConnection::reject(ProxyError error, const char* detail) {
@@ -221,6 +202,7 @@ void ClientConnection::reject(ProxyError error, const char* detail) {
   close_after_response_ = true;
   auto page = error_response(info.status, info.text, "Connection: close\r\n");
   evbuffer_add(output(), page.data(), page.size());
+  stream_.flush();
   if (auto* log = worker_.access_log()) log->info("{} \"-\" {} in=0 out={} upstream=- reused=0 time=0.000", peer_, info.status, page.size());
   finish_or_close();
 }
@@ -228,32 +210,33 @@ void ClientConnection::reject(ProxyError error, const char* detail) {
 void ClientConnection::finish_or_close() {
   state_ = State::closing;
   // Nothing more will be read; what is already buffered is discarded.
-  bufferevent_disable(bev_, EV_READ);
+  stream_.disable_read();
   evbuffer_drain(input(), evbuffer_get_length(input()));
+  stream_.flush();
   if (evbuffer_get_length(output()) == 0) {
     close_now();
     return;
   }
   // Be told when the output is empty, not merely below the low mark.
-  bufferevent_setwatermark(bev_, EV_WRITE, 0, 0);
+  stream_.set_drain_mark(0);
 }
 
 void ClientConnection::pause_reading() {
   if (!reading_paused_) {
     reading_paused_ = true;
-    bufferevent_disable(bev_, EV_READ);
+    stream_.disable_read();
   }
 }
 
 void ClientConnection::resume_reading() {
   if (reading_paused_ && state_ == State::exchanging) {
     reading_paused_ = false;
-    bufferevent_enable(bev_, EV_READ);
+    stream_.enable_read();
     if (exchange_ && !exchange_->request_complete()) exchange_->pump_request();
   }
 }
 
-void ClientConnection::on_writable() {
+void ClientConnection::on_stream_drained(Stream&) {
   if (state_ == State::closing) {
     if (evbuffer_get_length(output()) == 0) close_now();
     return;
@@ -261,9 +244,9 @@ void ClientConnection::on_writable() {
   if (exchange_) exchange_->on_client_drained();
 }
 
-void ClientConnection::on_event(short what) {
+void ClientConnection::on_stream_event(Stream&, short what) {
   if (state_ == State::closed) return;
-  if (what & BEV_EVENT_TIMEOUT) {
+  if (what & Stream::timeout) {
     if (state_ == State::reading_head) {
       spdlog::info("conn {} {}: request head not received within header_timeout", id_, peer_);
       reject(ProxyError::request_timeout, nullptr);
@@ -273,20 +256,20 @@ void ClientConnection::on_event(short what) {
       close_now();  // keepalive_timeout: the ordinary end of an idle connection
       return;
     }
-    if ((what & BEV_EVENT_READING) && state_ == State::exchanging && exchange_ && exchange_->request_complete()) {
+    if ((what & Stream::reading) && state_ == State::exchanging && exchange_ && exchange_->request_complete()) {
       // Left over from the idle or body timer while the backend takes its
       // time: the upstream read_timeout governs this wait. Keep watching
       // the client for EOF.
-      bufferevent_enable(bev_, EV_READ);
+      stream_.enable_read();
       return;
     }
-    spdlog::info("conn {} {}: client {} timeout", id_, peer_, (what & BEV_EVENT_READING) ? "body" : "send");
-    if (exchange_) exchange_->on_client_gone((what & BEV_EVENT_READING) ? "body timeout" : "send timeout");
+    spdlog::info("conn {} {}: client {} timeout", id_, peer_, (what & Stream::reading) ? "body" : "send");
+    if (exchange_) exchange_->on_client_gone((what & Stream::reading) ? "body timeout" : "send timeout");
     close_now();
     return;
   }
   // EOF or error.
-  if (exchange_) exchange_->on_client_gone((what & BEV_EVENT_EOF) ? "closed" : "connection error");
+  if (exchange_) exchange_->on_client_gone((what & Stream::eof) ? "closed" : "connection error");
   close_now();
 }
 
@@ -307,9 +290,7 @@ void ClientConnection::close_now() {
     exchange_->on_client_gone("closed");
     worker_.defer_delete(std::move(exchange_));
   }
-  bufferevent_setcb(bev_, nullptr, nullptr, nullptr, nullptr);
-  bufferevent_free(bev_);
-  bev_ = nullptr;
+  stream_.close();
   worker_.remove_client(this);
 }
 

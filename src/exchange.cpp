@@ -198,19 +198,23 @@ void Exchange::attach(std::unique_ptr<UpstreamConnection> conn, bool reused, boo
     queued_up_ = replay_.size();
   }
   upstream_read_paused_ = false;
-  bufferevent_enable(upstream_->bev(), EV_READ | EV_WRITE);
+  upstream_->stream().enable_read();
   arm_upstream_timeouts();
+  upstream_->stream().flush();
 }
 
 void Exchange::arm_upstream_timeouts() {
   const auto& cfg = pool_.config();
-  if (!upstream_->connected) {
-    upstream_->set_timeouts(std::nullopt, cfg.connect_timeout);
+  auto& s = upstream_->stream();
+  if (!upstream_->connected()) {
+    s.set_read_timeout(std::nullopt);
+    s.set_write_timeout(cfg.connect_timeout);
     return;
   }
   // The read timeout starts once the whole request is out: a slow upload is
   // governed by the client's body_timeout, not by the backend's silence.
-  upstream_->set_timeouts(request_done_ ? std::optional<Millis>(cfg.read_timeout) : std::nullopt, cfg.send_timeout);
+  s.set_read_timeout(request_done_ ? std::optional<Millis>(cfg.read_timeout) : std::nullopt);
+  s.set_write_timeout(cfg.send_timeout);
 }
 
 evbuffer* Exchange::request_sink() const { return upstream_ ? upstream_->output() : pending_; }
@@ -221,8 +225,11 @@ void Exchange::pump_request() {
     evbuffer* sink = request_sink();
     if (!sink) return;  // between connections (retry in progress)
     if (evbuffer_get_length(sink) >= kHighWater) {
-      client_.pause_reading();
-      break;
+      if (upstream_) upstream_->stream().flush();
+      if (evbuffer_get_length(sink) >= kHighWater) {
+        client_.pause_reading();
+        break;
+      }
     }
     std::size_t avail = evbuffer_get_length(in);
     if (avail == 0) break;
@@ -270,6 +277,7 @@ void Exchange::pump_request() {
     upstream_started_ = true;
     connect_upstream();
   }
+  if (upstream_) upstream_->stream().flush();
 }
 
 std::size_t Exchange::feed_chunked(HttpParser& parser, evbuffer* from, ChunkedRelay& relay, bool& done, bool& bad) {
@@ -311,15 +319,23 @@ void Exchange::on_upstream_readable(UpstreamConnection& conn) {
 }
 
 void Exchange::process_response() {
+  // Whatever this pass produced for the client is written before returning.
+  struct FlushClient {
+    ClientConnection& client;
+    ~FlushClient() { client.flush(); }
+  } flush_on_exit{client_};
   while (!finished_ && upstream_) {
     evbuffer* in = upstream_->input();
     evbuffer* out = client_.output();
     if (evbuffer_get_length(out) >= kHighWater) {
-      if (!upstream_read_paused_) {
-        bufferevent_disable(upstream_->bev(), EV_READ);
-        upstream_read_paused_ = true;
+      client_.flush();
+      if (evbuffer_get_length(out) >= kHighWater) {
+        if (!upstream_read_paused_) {
+          upstream_->stream().disable_read();
+          upstream_read_paused_ = true;
+        }
+        return;
       }
-      return;
     }
     std::size_t avail = evbuffer_get_length(in);
     if (!response_started_) {
@@ -455,6 +471,7 @@ void Exchange::response_done() {
     write_last_chunk(client_.output(), response_relay_.trailers);
     bytes_out_ += evbuffer_get_length(client_.output()) - before;
   }
+  client_.flush();
   // Reuse is earned only at the exact end of a message: both halves complete,
   // nothing left over, no close token, no upgrade.
   bool reusable = upstream_ && !backend_close_ && request_done_ && response_body_ != BodyMode::until_close &&
@@ -513,6 +530,7 @@ void Exchange::fail(ProxyError error, const char* detail) {
     // A request whose body was not read to its end leaves the framing in doubt.
     auto page = error_response(info.status, info.text, client_.response_policy(!request_done_));
     evbuffer_add(client_.output(), page.data(), page.size());
+    client_.flush();
     bytes_out_ += page.size();
     response_started_ = true;
     write_access_log(status_);
@@ -528,24 +546,24 @@ void Exchange::on_upstream_drained(UpstreamConnection&) {
 }
 
 void Exchange::on_upstream_event(UpstreamConnection& conn, short what) {
-  if (what & BEV_EVENT_CONNECTED) {
+  if (what & Stream::connected) {
     arm_upstream_timeouts();
     return;
   }
-  if (!conn.connected) {
-    if (what & BEV_EVENT_TIMEOUT) {
+  if (!conn.connected()) {
+    if (what & Stream::timeout) {
       fail(ProxyError::connect_timeout, nullptr);
     } else {
-      int e = EVUTIL_SOCKET_ERROR();
+      int e = conn.stream().last_error();
       fail(e == ECONNREFUSED ? ProxyError::connect_refused : ProxyError::connect_failed, strerror(e));
     }
     return;
   }
-  if (what & BEV_EVENT_TIMEOUT) {
-    fail((what & BEV_EVENT_READING) ? ProxyError::read_timeout : ProxyError::send_timeout, nullptr);
+  if (what & Stream::timeout) {
+    fail((what & Stream::reading) ? ProxyError::read_timeout : ProxyError::send_timeout, nullptr);
     return;
   }
-  if (what & BEV_EVENT_EOF) {
+  if (what & Stream::eof) {
     process_response();
     if (finished_ || !upstream_) return;
     if (response_started_ && response_body_ == BodyMode::until_close) {
@@ -553,10 +571,10 @@ void Exchange::on_upstream_event(UpstreamConnection& conn, short what) {
       return;
     }
   }
-  const char* detail = (what & BEV_EVENT_ERROR) ? strerror(EVUTIL_SOCKET_ERROR()) : "end of stream";
+  const char* detail = (what & Stream::error) ? strerror(conn.stream().last_error()) : "end of stream";
   if (response_started_) fail(ProxyError::closed_mid_response, detail);
   else if (upstream_bytes_seen_) fail(ProxyError::bad_response, "closed inside the response head");
-  else if ((what & BEV_EVENT_WRITING) && (what & BEV_EVENT_ERROR)) fail(ProxyError::send_failed, detail);
+  else if ((what & Stream::writing) && (what & Stream::error)) fail(ProxyError::send_failed, detail);
   else fail(ProxyError::closed_before_response, detail);
 }
 
@@ -564,7 +582,7 @@ void Exchange::on_client_drained() {
   if (!upstream_ || finished_) return;
   if (upstream_read_paused_ && evbuffer_get_length(client_.output()) <= kLowWater) {
     upstream_read_paused_ = false;
-    bufferevent_enable(upstream_->bev(), EV_READ);
+    upstream_->stream().enable_read();
     process_response();
   }
 }

@@ -111,8 +111,11 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, bool reusab
   conn->last_used = now;
   conn->idle_expiry = why;
   conn->set_owner(this);
-  conn->set_timeouts(*budget, std::nullopt);
-  bufferevent_enable(conn->bev(), EV_READ);
+  // Idle: the read event stays armed (EOF or bytes close it at once) and the
+  // read deadline is the idle budget.
+  conn->stream().set_write_timeout(std::nullopt);
+  conn->stream().set_read_timeout(*budget);
+  conn->stream().enable_read();
   s.idle.push_back(std::move(conn));
 }
 
@@ -151,7 +154,7 @@ void UpstreamPool::evict(UpstreamConnection& conn, Counter why) {
 void UpstreamPool::retire(std::unique_ptr<UpstreamConnection> conn) {
   if (!conn) return;
   conn->set_owner(nullptr);
-  bufferevent_disable(conn->bev(), EV_READ | EV_WRITE);
+  conn->close();
   // Possibly on this connection's own callback stack: free it next turn.
   worker_.defer_delete(std::move(conn));
 }
@@ -165,7 +168,7 @@ void UpstreamPool::on_upstream_readable(UpstreamConnection& conn) {
 void UpstreamPool::on_upstream_drained(UpstreamConnection&) {}
 
 void UpstreamPool::on_upstream_event(UpstreamConnection& conn, short what) {
-  if (what & BEV_EVENT_TIMEOUT) evict(conn, conn.idle_expiry);
+  if (what & Stream::timeout) evict(conn, conn.idle_expiry);
   else evict(conn, Counter::evict_closed_by_backend);
 }
 

@@ -8,7 +8,6 @@
 #pragma once
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <netinet/in.h>
 
 #include <chrono>
@@ -17,6 +16,7 @@
 
 #include "holdfast/errors.hpp"
 #include "holdfast/http_message.hpp"
+#include "holdfast/stream.hpp"
 
 namespace holdfast {
 
@@ -29,10 +29,10 @@ inline constexpr std::size_t kHighWater = 256 * 1024;
 inline constexpr std::size_t kLowWater = 64 * 1024;
 inline constexpr std::size_t kReadChunk = 64 * 1024;
 
-class ClientConnection {
+class ClientConnection final : private Stream::Handler {
  public:
   ClientConnection(Worker& worker, int fd, const sockaddr* addr, int addrlen);
-  ~ClientConnection();
+  ~ClientConnection() override;
   ClientConnection(const ClientConnection&) = delete;
   ClientConnection& operator=(const ClientConnection&) = delete;
 
@@ -43,8 +43,10 @@ class ClientConnection {
   std::uint64_t id() const noexcept { return id_; }
   const std::string& peer() const noexcept { return peer_; }
   const std::string& peer_ip() const noexcept { return peer_ip_; }
-  evbuffer* input() const noexcept { return bufferevent_get_input(bev_); }
-  evbuffer* output() const noexcept { return bufferevent_get_output(bev_); }
+  evbuffer* input() const noexcept { return stream_.input(); }
+  evbuffer* output() const noexcept { return stream_.output(); }
+  // Writes what the exchange put in output() (now, as far as the socket takes it).
+  void flush() { stream_.flush(); }
   HttpParser& parser() noexcept { return parser_; }
   void pause_reading();
   void resume_reading();
@@ -67,12 +69,9 @@ class ClientConnection {
  private:
   enum class State { idle, reading_head, exchanging, closing, closed };
 
-  static void read_cb(bufferevent*, void*);
-  static void write_cb(bufferevent*, void*);
-  static void event_cb(bufferevent*, short, void*);
-  void on_readable();
-  void on_writable();
-  void on_event(short what);
+  void on_stream_readable(Stream&) override;
+  void on_stream_drained(Stream&) override;
+  void on_stream_event(Stream&, short what) override;
 
   void parse_requests();
   void begin_exchange();
@@ -83,7 +82,7 @@ class ClientConnection {
   void set_read_timeout(std::optional<std::chrono::milliseconds> t);
 
   Worker& worker_;
-  bufferevent* bev_ = nullptr;
+  Stream stream_;
   std::uint64_t id_;
   std::string peer_;
   std::string peer_ip_;

@@ -7,9 +7,6 @@
 // the current owner installs itself with set_owner() to receive the events.
 #pragma once
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
 #include <sys/socket.h>
 
 #include <chrono>
@@ -19,22 +16,23 @@
 
 #include "holdfast/duration.hpp"
 #include "holdfast/stats.hpp"
+#include "holdfast/stream.hpp"
 
 namespace holdfast {
 
 using Clock = std::chrono::steady_clock;
 
-class UpstreamConnection {
+class UpstreamConnection final : private Stream::Handler {
  public:
   // Receives the connection's I/O events; implemented by the pool (idle) and
-  // by the exchange (leased).
+  // by the exchange (leased). `what` holds Stream::eof, error, timeout (with
+  // reading/writing) or connected.
   class Owner {
    public:
     virtual ~Owner() = default;
     virtual void on_upstream_readable(UpstreamConnection& conn) = 0;
-    // Output fell below the low watermark (or emptied).
+    // Output fell to the drain mark after having been held back.
     virtual void on_upstream_drained(UpstreamConnection& conn) = 0;
-    // BEV_EVENT_* flags: CONNECTED, EOF, ERROR, TIMEOUT (with READING/WRITING).
     virtual void on_upstream_event(UpstreamConnection& conn, short what) = 0;
   };
 
@@ -42,21 +40,22 @@ class UpstreamConnection {
   // when the socket could not even be created or the connect failed at once.
   static std::unique_ptr<UpstreamConnection> open(event_base* base, const sockaddr* addr, socklen_t len,
                                                   std::size_t server, std::uint64_t id, int& err);
-  ~UpstreamConnection();
+  ~UpstreamConnection() override = default;
   UpstreamConnection(const UpstreamConnection&) = delete;
   UpstreamConnection& operator=(const UpstreamConnection&) = delete;
 
   void set_owner(Owner* owner) noexcept { owner_ = owner; }
-  bufferevent* bev() const noexcept { return bev_; }
-  evbuffer* input() const noexcept { return bufferevent_get_input(bev_); }
-  evbuffer* output() const noexcept { return bufferevent_get_output(bev_); }
-  int fd() const noexcept { return bufferevent_getfd(bev_); }
+  Stream& stream() noexcept { return stream_; }
+  evbuffer* input() const noexcept { return stream_.input(); }
+  evbuffer* output() const noexcept { return stream_.output(); }
+  bool connected() const noexcept { return !stream_.is_connecting(); }
 
   // Non-blocking peek: true when the socket has neither pending bytes nor EOF
   // nor an error, i.e. it is safe to write a new request on it.
   bool quiet_and_open() const noexcept;
 
-  void set_timeouts(std::optional<Millis> read, std::optional<Millis> write);
+  // Closes the socket now (the object itself is deleted later by its owner).
+  void close() { stream_.close(); }
 
   // Bookkeeping, read and written by the pool and the exchange.
   std::size_t server = 0;
@@ -66,17 +65,16 @@ class UpstreamConnection {
   std::uint64_t requests = 0;                   // requests sent on it
   std::optional<std::uint64_t> requests_left;   // from the backend's max=
   std::optional<Millis> backend_idle_timeout;   // learned or declared
-  bool connected = false;
   // Which limit set the idle deadline now armed (pool bookkeeping).
   Counter idle_expiry = Counter::evict_idle_timeout;
 
  private:
-  UpstreamConnection() = default;
-  static void read_cb(bufferevent*, void*);
-  static void write_cb(bufferevent*, void*);
-  static void event_cb(bufferevent*, short, void*);
+  UpstreamConnection(event_base* base, int fd) : stream_(base, fd, true) { stream_.set_handler(this); }
+  void on_stream_readable(Stream&) override;
+  void on_stream_drained(Stream&) override;
+  void on_stream_event(Stream&, short what) override;
 
-  bufferevent* bev_ = nullptr;
+  Stream stream_;
   Owner* owner_ = nullptr;
 };
 

@@ -1,0 +1,124 @@
+// A non-blocking TCP socket with an input and an output buffer, driven by one
+// edge-triggered event registered once for both directions (as nginx does):
+// no epoll_ctl per request, one recv per readiness edge, and writes made at
+// once when the owner calls flush() rather than on the next loop turn.
+//
+// Timeouts are deadlines checked by one timer per stream; moving a deadline
+// later (every read, every write) costs no timer update: the timer fires at
+// the old deadline, finds it moved, and re-arms itself for the rest.
+//
+// Ownership: the Stream owns its socket and buffers. Its Handler (the client
+// connection, the exchange or the pool) is a borrowed pointer that the owner
+// swaps as ownership of the connection moves. A Stream must not be deleted
+// while one of its callbacks runs; owners defer deletion to the next loop turn
+// (Worker::defer_delete) and call close() at once instead.
+#pragma once
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+
+namespace holdfast {
+
+class Stream {
+ public:
+  using Millis = std::chrono::milliseconds;
+  using Clock = std::chrono::steady_clock;
+
+  // What on_stream_event reports (same meaning as libevent's BEV_EVENT_*).
+  enum : short { reading = 0x01, writing = 0x02, eof = 0x10, error = 0x20, timeout = 0x40, connected = 0x80 };
+
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    // New bytes are in input() (or EOF is about to be reported).
+    virtual void on_stream_readable(Stream& s) = 0;
+    // A write brought the output down to the drain mark.
+    virtual void on_stream_drained(Stream& s) = 0;
+    // eof, error, timeout (with reading or writing), or connected.
+    virtual void on_stream_event(Stream& s, short what) = 0;
+  };
+
+  // Takes ownership of `fd` (non-blocking). `connecting`: a connect() is in
+  // progress; completion is reported as `connected` (or an error).
+  Stream(event_base* base, int fd, bool connecting);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  void set_handler(Handler* h) noexcept { handler_ = h; }
+  int fd() const noexcept { return fd_; }
+  evbuffer* input() const noexcept { return input_; }
+  evbuffer* output() const noexcept { return output_; }
+  bool is_connecting() const noexcept { return connecting_; }
+  bool is_closed() const noexcept { return fd_ < 0; }
+  // errno of the last error reported.
+  int last_error() const noexcept { return last_error_; }
+
+  // Reading from the socket stops while disabled or while input() holds
+  // `input_limit` bytes; enabling again picks up data that arrived meanwhile.
+  void enable_read();
+  void disable_read();
+  bool reading_enabled() const noexcept { return reading_; }
+  void set_input_limit(std::size_t bytes) noexcept { input_limit_ = bytes; }
+  // on_stream_drained fires when a write leaves at most this many bytes.
+  void set_drain_mark(std::size_t bytes) noexcept { drain_mark_ = bytes; }
+  // Reads again if data may be waiting (after the owner consumed input
+  // outside a read callback). Deferred to the loop; never re-enters.
+  void kick();
+
+  // Writes what it can of output() now; the rest goes when the socket is
+  // writable. Failures are reported through on_stream_event (deferred).
+  void flush();
+
+  // nullopt: none. The read timeout counts while reading is enabled and
+  // restarts with every read; the write timeout counts while output is
+  // pending and restarts with every write (and bounds the connect).
+  void set_read_timeout(std::optional<Millis> t);
+  void set_write_timeout(std::optional<Millis> t);
+
+  // Closes the socket now and goes inert; buffers stay until destruction.
+  void close();
+
+ private:
+  static void on_io(evutil_socket_t fd, short what, void* arg);
+  static void on_timer(evutil_socket_t fd, short what, void* arg);
+  void handle_io(short what);
+  void do_read();
+  bool do_write();  // false when an error was reported
+  void finish_connect();
+  void report(short what);
+  void arm_timer();
+  void raise_error(short direction, int err);
+
+  event_base* base_;
+  int fd_;
+  evbuffer* input_;
+  evbuffer* output_;
+  event io_event_;
+  event timer_event_;
+  Handler* handler_ = nullptr;
+  bool connecting_ = false;
+  bool reading_ = false;
+  bool read_ready_ = true;      // the socket may have unread bytes (edge seen, not drained)
+  bool write_ready_ = true;     // the socket can take bytes (no EAGAIN since the last edge)
+  bool eof_ = false;
+  bool peer_closed_ = false;    // EPOLLRDHUP seen: read until recv returns 0
+  bool io_added_ = false;
+  bool timer_armed_ = false;
+  bool pending_error_ = false;  // a write error waits to be reported from the loop
+  int last_error_ = 0;
+  std::size_t input_limit_ = 256 * 1024;
+  std::size_t drain_mark_ = 0;
+  std::optional<Millis> read_timeout_;
+  std::optional<Millis> write_timeout_;
+  std::optional<Clock::time_point> read_deadline_;
+  std::optional<Clock::time_point> write_deadline_;
+  Clock::time_point timer_at_{};
+};
+
+}  // namespace holdfast

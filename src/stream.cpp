@@ -1,0 +1,268 @@
+#include "holdfast/stream.hpp"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace holdfast {
+
+namespace {
+constexpr std::size_t kReadSize = 64 * 1024;
+
+timeval to_timeval(std::chrono::steady_clock::duration d) {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+  if (us < 0) us = 0;
+  return timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+}
+}  // namespace
+
+Stream::Stream(event_base* base, int fd, bool connecting)
+    : base_(base), fd_(fd), input_(evbuffer_new()), output_(evbuffer_new()), connecting_(connecting) {
+  // Readiness that exists when the socket is added is reported by the first
+  // edge, so nothing is assumed here.
+  read_ready_ = false;
+  write_ready_ = !connecting;
+  // EV_CLOSED (EPOLLRDHUP) tells a FIN apart from data, so that a short read
+  // may be taken as "drained" without missing an EOF that came with the data.
+  event_assign(&io_event_, base_, fd_, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, &Stream::on_io, this);
+  evtimer_assign(&timer_event_, base_, &Stream::on_timer, this);
+  event_add(&io_event_, nullptr);
+  io_added_ = true;
+}
+
+Stream::~Stream() {
+  close();
+  evbuffer_free(input_);
+  evbuffer_free(output_);
+}
+
+void Stream::close() {
+  if (fd_ < 0) return;
+  if (io_added_) event_del(&io_event_);
+  event_del(&timer_event_);
+  io_added_ = timer_armed_ = false;
+  ::close(fd_);
+  fd_ = -1;
+  reading_ = false;
+}
+
+void Stream::enable_read() {
+  if (reading_ || fd_ < 0) return;
+  reading_ = true;
+  if (read_timeout_) {
+    read_deadline_ = Clock::now() + *read_timeout_;
+    arm_timer();
+  }
+  if (read_ready_) event_active(&io_event_, EV_READ, 1);
+}
+
+void Stream::disable_read() {
+  reading_ = false;
+  read_deadline_.reset();
+}
+
+void Stream::kick() {
+  if (reading_ && read_ready_ && fd_ >= 0 && !eof_) event_active(&io_event_, EV_READ, 1);
+}
+
+void Stream::set_read_timeout(std::optional<Millis> t) {
+  read_timeout_ = t;
+  if (t && reading_) {
+    read_deadline_ = Clock::now() + *t;
+    arm_timer();
+  } else {
+    read_deadline_.reset();
+  }
+}
+
+void Stream::set_write_timeout(std::optional<Millis> t) {
+  write_timeout_ = t;
+  if (t && (connecting_ || !write_ready_)) {
+    write_deadline_ = Clock::now() + *t;
+    arm_timer();
+  } else if (!t) {
+    write_deadline_.reset();
+  }
+}
+
+void Stream::arm_timer() {
+  std::optional<Clock::time_point> earliest;
+  if (reading_ && read_deadline_) earliest = read_deadline_;
+  if (write_deadline_ && (!earliest || *write_deadline_ < *earliest)) earliest = write_deadline_;
+  if (!earliest || fd_ < 0) return;  // a stale timer finds nothing to do and stops
+  if (timer_armed_ && timer_at_ <= *earliest) return;  // it fires first and re-arms for the rest
+  timeval tv = to_timeval(*earliest - Clock::now());
+  event_add(&timer_event_, &tv);
+  timer_armed_ = true;
+  timer_at_ = *earliest;
+}
+
+void Stream::on_timer(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Stream*>(arg);
+  self->timer_armed_ = false;
+  if (self->fd_ < 0) return;
+  auto now = Clock::now();
+  if (self->reading_ && self->read_deadline_ && now >= *self->read_deadline_) {
+    self->read_deadline_.reset();
+    self->reading_ = false;
+    self->report(timeout | reading);
+    return;
+  }
+  bool waiting_to_write = self->connecting_ || evbuffer_get_length(self->output_) > 0;
+  if (self->write_deadline_ && waiting_to_write && now >= *self->write_deadline_) {
+    self->write_deadline_.reset();
+    self->report(timeout | writing);
+    return;
+  }
+  if (!waiting_to_write) self->write_deadline_.reset();
+  self->arm_timer();
+}
+
+void Stream::on_io(evutil_socket_t, short what, void* arg) { static_cast<Stream*>(arg)->handle_io(what); }
+
+void Stream::handle_io(short what) {
+  if (fd_ < 0) return;
+  if (connecting_) {
+    if (what & (EV_WRITE | EV_READ)) finish_connect();
+    return;
+  }
+  if (what & EV_WRITE) {
+    write_ready_ = true;
+    if (pending_error_) {
+      pending_error_ = false;
+      raise_error(writing, last_error_);
+      return;
+    }
+    if (evbuffer_get_length(output_) > 0) {
+      std::size_t before = evbuffer_get_length(output_);
+      if (!do_write()) return;
+      if (fd_ < 0) return;
+      std::size_t after = evbuffer_get_length(output_);
+      if (after < before && after <= drain_mark_ && handler_) {
+        handler_->on_stream_drained(*this);
+        if (fd_ < 0) return;
+      }
+    }
+  }
+  if (what & EV_CLOSED) peer_closed_ = true;
+  if (what & (EV_READ | EV_CLOSED)) {
+    read_ready_ = true;
+    if (reading_) do_read();
+  }
+}
+
+void Stream::finish_connect() {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  if (err != 0) {
+    raise_error(writing, err);
+    return;
+  }
+  connecting_ = false;
+  write_ready_ = true;
+  write_deadline_.reset();
+  report(connected);
+  if (fd_ < 0) return;
+  flush();
+  // Bytes may have come with the handshake's completion (a server that talks first).
+  read_ready_ = true;
+  if (reading_) do_read();
+}
+
+void Stream::do_read() {
+  while (reading_ && read_ready_ && fd_ >= 0 && !eof_) {
+    std::size_t have = evbuffer_get_length(input_);
+    if (have >= input_limit_) return;  // stays ready: kick() resumes once the owner consumed
+    std::size_t want = std::min(kReadSize, input_limit_ - have);
+    evbuffer_iovec vec;
+    if (evbuffer_reserve_space(input_, static_cast<ev_ssize_t>(want), &vec, 1) < 1) {
+      raise_error(reading, ENOMEM);
+      return;
+    }
+    std::size_t room = std::min(want, static_cast<std::size_t>(vec.iov_len));
+    ssize_t n = ::recv(fd_, vec.iov_base, room, 0);
+    if (n > 0) {
+      vec.iov_len = static_cast<std::size_t>(n);
+      evbuffer_commit_space(input_, &vec, 1);
+      // A short read drained the socket; with edge triggering the next bytes
+      // bring a new edge, so no recv is spent just to see EAGAIN.
+      if (static_cast<std::size_t>(n) < room && !peer_closed_) read_ready_ = false;
+      if (read_timeout_) read_deadline_ = Clock::now() + *read_timeout_;
+      if (handler_) handler_->on_stream_readable(*this);
+      continue;
+    }
+    if (n == 0) {
+      eof_ = true;
+      read_ready_ = false;
+      report(eof | reading);
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      read_ready_ = false;
+      return;
+    }
+    raise_error(reading, errno);
+    return;
+  }
+}
+
+bool Stream::do_write() {
+  while (evbuffer_get_length(output_) > 0) {
+    int n = evbuffer_write_atmost(output_, fd_, -1);
+    if (n > 0) {
+      if (write_timeout_) write_deadline_ = Clock::now() + *write_timeout_;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      write_ready_ = false;
+      if (write_timeout_) {
+        if (!write_deadline_) write_deadline_ = Clock::now() + *write_timeout_;
+        arm_timer();
+      }
+      return true;
+    }
+    raise_error(writing, n < 0 ? errno : EPIPE);
+    return false;
+  }
+  write_deadline_.reset();
+  return true;
+}
+
+void Stream::flush() {
+  if (fd_ < 0 || connecting_ || !write_ready_ || evbuffer_get_length(output_) == 0) return;
+  while (evbuffer_get_length(output_) > 0) {
+    int n = evbuffer_write_atmost(output_, fd_, -1);
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      write_ready_ = false;
+      if (write_timeout_) {
+        write_deadline_ = Clock::now() + *write_timeout_;
+        arm_timer();
+      }
+      return;
+    }
+    // Reported from the loop, never from inside the owner that is writing.
+    last_error_ = n < 0 ? errno : EPIPE;
+    pending_error_ = true;
+    event_active(&io_event_, EV_WRITE, 1);
+    return;
+  }
+  write_deadline_.reset();
+}
+
+void Stream::raise_error(short direction, int err) {
+  last_error_ = err;
+  report(static_cast<short>(error | direction));
+}
+
+void Stream::report(short what) {
+  if (handler_) handler_->on_stream_event(*this, what);
+}
+
+}  // namespace holdfast
