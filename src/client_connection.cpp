@@ -35,8 +35,7 @@ std::string format_peer(const sockaddr* addr, std::string& ip) {
 ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr, int)
     : worker_(worker),
       stream_(worker.base(), fd, false),
-      id_(worker.next_id()),
-      parser_(HttpParser::Kind::request, worker.config().client.max_header_bytes) {
+      id_(worker.next_id()) {
   peer_ = format_peer(addr, peer_ip_);
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -66,6 +65,11 @@ void ClientConnection::set_read_timeout(std::optional<std::chrono::milliseconds>
 
 void ClientConnection::enter_idle() {
   state_ = State::idle;
+  if (stream_.input_length() == 0) {
+    // Nothing pipelined: hold no parser and no buffers while idle.
+    parser_.reset();
+    stream_.release_idle_buffers();
+  }
   set_read_timeout(worker_.config().client.keepalive_timeout.value);
 }
 
@@ -103,16 +107,17 @@ void ClientConnection::parse_requests() {
       // in this read, which spares a timer update for almost every request.
       head_deadline_ = std::chrono::steady_clock::now() + worker_.config().client.header_timeout;
     }
+    if (!parser_) parser_ = std::make_unique<HttpParser>(HttpParser::Kind::request, worker_.config().client.max_header_bytes);
     evbuffer_iovec v;
     if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) break;
-    auto r = parser_.feed(static_cast<const char*>(v.iov_base), v.iov_len);
+    auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
     evbuffer_drain(in, r.consumed);
     if (r.event == HttpParser::Event::error) {
-      auto failure = parser_.failure();
+      auto failure = parser_->failure();
       reject(failure == HttpParser::Failure::head_too_large ? ProxyError::head_too_large
              : failure == HttpParser::Failure::uri_too_long ? ProxyError::uri_too_long
                                                              : ProxyError::bad_request,
-             parser_.error_reason());
+             parser_->error_reason());
       break;
     }
     if (r.event == HttpParser::Event::head_complete) begin_exchange();
@@ -126,7 +131,7 @@ void ClientConnection::parse_requests() {
 }
 
 void ClientConnection::begin_exchange() {
-  auto& head = parser_.head();
+  auto& head = parser_->head();
   worker_.stats().add(Counter::requests);
   ++served_;
   request_keep_alive_ = head.keep_alive;

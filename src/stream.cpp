@@ -19,7 +19,7 @@ timeval to_timeval(std::chrono::steady_clock::duration d) {
 }  // namespace
 
 Stream::Stream(event_base* base, int fd, bool connecting)
-    : base_(base), fd_(fd), input_(evbuffer_new()), output_(evbuffer_new()), connecting_(connecting) {
+    : base_(base), fd_(fd), connecting_(connecting) {
   // Readiness that exists when the socket is added is reported by the first
   // edge, so nothing is assumed here.
   read_ready_ = false;
@@ -34,8 +34,19 @@ Stream::Stream(event_base* base, int fd, bool connecting)
 
 Stream::~Stream() {
   close();
-  evbuffer_free(input_);
-  evbuffer_free(output_);
+  if (input_) evbuffer_free(input_);
+  if (output_) evbuffer_free(output_);
+}
+
+void Stream::release_idle_buffers() {
+  if (input_ && input_length() == 0) {
+    evbuffer_free(input_);
+    input_ = nullptr;
+  }
+  if (output_ && output_length() == 0) {
+    evbuffer_free(output_);
+    output_ = nullptr;
+  }
 }
 
 void Stream::close() {
@@ -110,7 +121,7 @@ void Stream::on_timer(evutil_socket_t, short, void* arg) {
     self->report(timeout | reading);
     return;
   }
-  bool waiting_to_write = self->connecting_ || evbuffer_get_length(self->output_) > 0;
+  bool waiting_to_write = self->connecting_ || self->output_length() > 0;
   if (self->write_deadline_ && waiting_to_write && now >= *self->write_deadline_) {
     self->write_deadline_.reset();
     self->report(timeout | writing);
@@ -135,11 +146,11 @@ void Stream::handle_io(short what) {
       raise_error(writing, last_error_);
       return;
     }
-    if (evbuffer_get_length(output_) > 0) {
-      std::size_t before = evbuffer_get_length(output_);
+    if (output_length() > 0) {
+      std::size_t before = output_length();
       if (!do_write()) return;
       if (fd_ < 0) return;
-      std::size_t after = evbuffer_get_length(output_);
+      std::size_t after = output_length();
       if (after < before && after <= drain_mark_ && handler_) {
         handler_->on_stream_drained(*this);
         if (fd_ < 0) return;
@@ -174,11 +185,11 @@ void Stream::finish_connect() {
 
 void Stream::do_read() {
   while (reading_ && read_ready_ && fd_ >= 0 && !eof_) {
-    std::size_t have = evbuffer_get_length(input_);
+    std::size_t have = input_length();
     if (have >= input_limit_) return;  // stays ready: kick() resumes once the owner consumed
     std::size_t want = std::min(kReadSize, input_limit_ - have);
     evbuffer_iovec vec;
-    if (evbuffer_reserve_space(input_, static_cast<ev_ssize_t>(want), &vec, 1) < 1) {
+    if (evbuffer_reserve_space(input(), static_cast<ev_ssize_t>(want), &vec, 1) < 1) {
       raise_error(reading, ENOMEM);
       return;
     }
@@ -186,7 +197,7 @@ void Stream::do_read() {
     ssize_t n = ::recv(fd_, vec.iov_base, room, 0);
     if (n > 0) {
       vec.iov_len = static_cast<std::size_t>(n);
-      evbuffer_commit_space(input_, &vec, 1);
+      evbuffer_commit_space(input(), &vec, 1);
       // A short read drained the socket; with edge triggering the next bytes
       // bring a new edge, so no recv is spent just to see EAGAIN.
       if (static_cast<std::size_t>(n) < room && !peer_closed_) read_ready_ = false;
@@ -211,7 +222,7 @@ void Stream::do_read() {
 }
 
 bool Stream::do_write() {
-  while (evbuffer_get_length(output_) > 0) {
+  while (output_length() > 0) {
     int n = evbuffer_write_atmost(output_, fd_, -1);
     if (n > 0) {
       if (write_timeout_) write_deadline_ = Clock::now() + *write_timeout_;
@@ -234,8 +245,8 @@ bool Stream::do_write() {
 }
 
 void Stream::flush() {
-  if (fd_ < 0 || connecting_ || !write_ready_ || evbuffer_get_length(output_) == 0) return;
-  while (evbuffer_get_length(output_) > 0) {
+  if (fd_ < 0 || connecting_ || !write_ready_ || output_length() == 0) return;
+  while (output_length() > 0) {
     int n = evbuffer_write_atmost(output_, fd_, -1);
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;

@@ -33,7 +33,7 @@ std::unique_ptr<UpstreamConnection> UpstreamConnection::open(event_base* base, c
 }
 
 bool UpstreamConnection::quiet_and_open() const noexcept {
-  if (stream_.is_closed() || evbuffer_get_length(stream_.input()) != 0) return false;
+  if (stream_.is_closed() || stream_.input_length() != 0) return false;
   char byte;
   ssize_t n = ::recv(stream_.fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0) return false;                        // EOF: the backend closed it

@@ -43,11 +43,13 @@ class ClientConnection final : private Stream::Handler {
   std::uint64_t id() const noexcept { return id_; }
   const std::string& peer() const noexcept { return peer_; }
   const std::string& peer_ip() const noexcept { return peer_ip_; }
-  evbuffer* input() const noexcept { return stream_.input(); }
-  evbuffer* output() const noexcept { return stream_.output(); }
+  evbuffer* input() { return stream_.input(); }
+  evbuffer* output() { return stream_.output(); }
   // Writes what the exchange put in output() (now, as far as the socket takes it).
   void flush() { stream_.flush(); }
-  HttpParser& parser() noexcept { return parser_; }
+  // Exists from the first byte of a request head until the connection is
+  // idle again; an idle connection carries no parser.
+  HttpParser& parser() noexcept { return *parser_; }
   void pause_reading();
   void resume_reading();
   // The request body has been read in full: stop parsing (pipelined bytes wait).
@@ -86,7 +88,7 @@ class ClientConnection final : private Stream::Handler {
   std::uint64_t id_;
   std::string peer_;
   std::string peer_ip_;
-  HttpParser parser_;
+  std::unique_ptr<HttpParser> parser_;
   std::unique_ptr<Exchange> exchange_;
   State state_ = State::idle;
   std::uint64_t served_ = 0;          // responses begun on this connection

@@ -52,8 +52,20 @@ class Stream {
 
   void set_handler(Handler* h) noexcept { handler_ = h; }
   int fd() const noexcept { return fd_; }
-  evbuffer* input() const noexcept { return input_; }
-  evbuffer* output() const noexcept { return output_; }
+  // The buffers exist only while in use (see release_idle_buffers()).
+  evbuffer* input() {
+    if (!input_) input_ = evbuffer_new();
+    return input_;
+  }
+  evbuffer* output() {
+    if (!output_) output_ = evbuffer_new();
+    return output_;
+  }
+  std::size_t input_length() const noexcept { return input_ ? evbuffer_get_length(input_) : 0; }
+  std::size_t output_length() const noexcept { return output_ ? evbuffer_get_length(output_) : 0; }
+  // Frees the buffers that are empty: an idle keep-alive connection then
+  // holds no buffer memory at all (nginx does the same).
+  void release_idle_buffers();
   bool is_connecting() const noexcept { return connecting_; }
   bool is_closed() const noexcept { return fd_ < 0; }
   // errno of the last error reported.
@@ -97,8 +109,8 @@ class Stream {
 
   event_base* base_;
   int fd_;
-  evbuffer* input_;
-  evbuffer* output_;
+  evbuffer* input_ = nullptr;   // created on first use
+  evbuffer* output_ = nullptr;
   event io_event_;
   event timer_event_;
   Handler* handler_ = nullptr;

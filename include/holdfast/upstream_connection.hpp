@@ -46,8 +46,8 @@ class UpstreamConnection final : private Stream::Handler {
 
   void set_owner(Owner* owner) noexcept { owner_ = owner; }
   Stream& stream() noexcept { return stream_; }
-  evbuffer* input() const noexcept { return stream_.input(); }
-  evbuffer* output() const noexcept { return stream_.output(); }
+  evbuffer* input() { return stream_.input(); }
+  evbuffer* output() { return stream_.output(); }
   bool connected() const noexcept { return !stream_.is_connecting(); }
 
   // Non-blocking peek: true when the socket has neither pending bytes nor EOF
