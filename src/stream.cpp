@@ -177,7 +177,15 @@ void Stream::finish_connect() {
   write_deadline_.reset();
   report(connected);
   if (fd_ < 0) return;
+  // A producer may have paused while the connect was in progress; if this
+  // first write drains the output, it is told here (no write edge follows).
+  std::size_t before = output_length();
   flush();
+  if (fd_ < 0) return;
+  if (before > 0 && output_length() <= drain_mark_ && handler_) {
+    handler_->on_stream_drained(*this);
+    if (fd_ < 0) return;
+  }
   // Bytes may have come with the handshake's completion (a server that talks first).
   read_ready_ = true;
   if (reading_) do_read();
