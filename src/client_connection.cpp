@@ -12,22 +12,19 @@
 namespace holdfast {
 
 namespace {
-std::string format_peer(const sockaddr* addr, std::string& ip) {
+std::string format_peer(const sockaddr* addr) {
   char buf[INET6_ADDRSTRLEN] = {0};
   if (addr->sa_family == AF_INET6) {
     auto* a = reinterpret_cast<const sockaddr_in6*>(addr);
     inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
-    ip = buf;
-    return "[" + ip + "]:" + std::to_string(ntohs(a->sin6_port));
+    return std::string("[") + buf + "]:" + std::to_string(ntohs(a->sin6_port));
   }
   if (addr->sa_family == AF_INET) {
     auto* a = reinterpret_cast<const sockaddr_in*>(addr);
     inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
-    ip = buf;
-    return ip + ":" + std::to_string(ntohs(a->sin_port));
+    return std::string(buf) + ":" + std::to_string(ntohs(a->sin_port));
   }
-  ip = "unknown";
-  return ip;
+  return "unknown:0";
 }
 
 }  // namespace
@@ -36,7 +33,7 @@ ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr,
     : worker_(worker),
       stream_(worker.base(), fd, false),
       id_(worker.next_id()) {
-  peer_ = format_peer(addr, peer_ip_);
+  peer_ = format_peer(addr);
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   stream_.set_handler(this);
@@ -55,6 +52,13 @@ ClientConnection::~ClientConnection() {
   stream_.close();
 }
 
+std::string_view ClientConnection::peer_ip() const noexcept {
+  std::string_view p = peer_;
+  p = p.substr(0, p.rfind(':'));
+  if (p.size() >= 2 && p.front() == '[') p = p.substr(1, p.size() - 2);
+  return p;
+}
+
 void ClientConnection::start() {
   worker_.stats().add(Counter::client_connections);
   stream_.enable_read();
@@ -65,12 +69,15 @@ void ClientConnection::set_read_timeout(std::optional<std::chrono::milliseconds>
 
 void ClientConnection::enter_idle() {
   state_ = State::idle;
+  // The keepalive timeout is kept by the worker's idle list, not by a timer
+  // of this connection's own.
+  set_read_timeout(std::nullopt);
   if (stream_.input_length() == 0) {
-    // Nothing pipelined: hold no parser and no buffers while idle.
+    // Nothing pipelined: hold no parser, no buffers and no timer while idle.
     parser_.reset();
-    stream_.release_idle_buffers();
+    stream_.release_idle_resources();
   }
-  set_read_timeout(worker_.config().client.keepalive_timeout.value);
+  worker_.mark_idle(this);
 }
 
 void ClientConnection::on_stream_readable(Stream&) {
@@ -103,6 +110,7 @@ void ClientConnection::parse_requests() {
         break;
       }
       state_ = State::reading_head;
+      worker_.unmark_idle(this);
       // The header deadline is armed below only if the head does not arrive
       // in this read, which spares a timer update for almost every request.
       head_deadline_ = std::chrono::steady_clock::now() + worker_.config().client.header_timeout;
@@ -158,7 +166,8 @@ void ClientConnection::begin_exchange() {
     return;
   }
   state_ = State::exchanging;
-  if (head.chunked || head.content_length > 0) set_read_timeout(worker_.config().client.body_timeout);
+  set_read_timeout(head.chunked || head.content_length > 0 ? std::optional(worker_.config().client.body_timeout)
+                                                           : std::nullopt);
   exchange_ = std::make_unique<Exchange>(*this, std::move(head), *group);
   exchange_->start();
 }

@@ -19,26 +19,31 @@ timeval to_timeval(std::chrono::steady_clock::duration d) {
 }  // namespace
 
 Stream::Stream(event_base* base, int fd, bool connecting)
-    : base_(base), fd_(fd), connecting_(connecting) {
+    : fd_(fd), connecting_(connecting) {
   // Readiness that exists when the socket is added is reported by the first
   // edge, so nothing is assumed here.
   read_ready_ = false;
   write_ready_ = !connecting;
   // EV_CLOSED (EPOLLRDHUP) tells a FIN apart from data, so that a short read
   // may be taken as "drained" without missing an EOF that came with the data.
-  event_assign(&io_event_, base_, fd_, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, &Stream::on_io, this);
-  evtimer_assign(&timer_event_, base_, &Stream::on_timer, this);
+  event_assign(&io_event_, base, fd_, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, &Stream::on_io, this);
   event_add(&io_event_, nullptr);
   io_added_ = true;
 }
 
 Stream::~Stream() {
   close();
+  if (timer_) event_free(timer_);
   if (input_) evbuffer_free(input_);
   if (output_) evbuffer_free(output_);
 }
 
-void Stream::release_idle_buffers() {
+void Stream::release_idle_resources() {
+  if (timer_ && !(reading_ && read_deadline_) && !write_deadline_) {
+    event_free(timer_);
+    timer_ = nullptr;
+    timer_armed_ = false;
+  }
   if (input_ && input_length() == 0) {
     evbuffer_free(input_);
     input_ = nullptr;
@@ -52,7 +57,7 @@ void Stream::release_idle_buffers() {
 void Stream::close() {
   if (fd_ < 0) return;
   if (io_added_) event_del(&io_event_);
-  event_del(&timer_event_);
+  if (timer_) event_del(timer_);
   io_added_ = timer_armed_ = false;
   ::close(fd_);
   fd_ = -1;
@@ -100,12 +105,13 @@ void Stream::set_write_timeout(std::optional<Millis> t) {
 
 void Stream::arm_timer() {
   std::optional<Clock::time_point> earliest;
-  if (reading_ && read_deadline_) earliest = read_deadline_;
-  if (write_deadline_ && (!earliest || *write_deadline_ < *earliest)) earliest = write_deadline_;
+  if (reading_ && read_deadline_) earliest = *read_deadline_;
+  if (write_deadline_ && (!earliest || *write_deadline_ < *earliest)) earliest = *write_deadline_;
   if (!earliest || fd_ < 0) return;  // a stale timer finds nothing to do and stops
   if (timer_armed_ && timer_at_ <= *earliest) return;  // it fires first and re-arms for the rest
+  if (!timer_) timer_ = evtimer_new(event_get_base(&io_event_), &Stream::on_timer, this);
   timeval tv = to_timeval(*earliest - Clock::now());
-  event_add(&timer_event_, &tv);
+  event_add(timer_, &tv);
   timer_armed_ = true;
   timer_at_ = *earliest;
 }
@@ -195,7 +201,7 @@ void Stream::do_read() {
   while (reading_ && read_ready_ && fd_ >= 0 && !eof_) {
     std::size_t have = input_length();
     if (have >= input_limit_) return;  // stays ready: kick() resumes once the owner consumed
-    std::size_t want = std::min(kReadSize, input_limit_ - have);
+    std::size_t want = std::min<std::size_t>(kReadSize, input_limit_ - have);
     evbuffer_iovec vec;
     if (evbuffer_reserve_space(input(), static_cast<ev_ssize_t>(want), &vec, 1) < 1) {
       raise_error(reading, ENOMEM);

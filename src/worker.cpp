@@ -30,14 +30,14 @@ Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> liste
   drain_request_event_ = event_new(base_, drain_fd_, EV_READ | EV_PERSIST, &Worker::on_drain_request, this);
   event_add(drain_request_event_, nullptr);
   drain_deadline_event_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
+  idle_timer_ = evtimer_new(base_, &Worker::on_idle_timer, this);
 }
 
 Worker::~Worker() {
   listeners_.clear();
   // Client connections first (they may hand upstream connections back to the
   // pools), then whatever they retired, then the pools.
-  auto clients = std::move(clients_);
-  for (auto* c : clients) delete c;
+  close_all_clients();
   retired_.clear();
   for (auto& p : pools_) p->close_idle();
   retired_.clear();
@@ -46,6 +46,7 @@ Worker::~Worker() {
   event_free(reap_event_);
   event_free(drain_request_event_);
   event_free(drain_deadline_event_);
+  event_free(idle_timer_);
   event_base_free(base_);
   ::close(drain_fd_);
 }
@@ -62,9 +63,7 @@ void Worker::run() {
   event_base_dispatch(base_);
   // Whatever is still open when the loop ends (drain timeout) is closed here,
   // on the worker's own thread.
-  auto clients = std::move(clients_);
-  clients_.clear();
-  for (auto* c : clients) delete c;
+  close_all_clients();
   retired_.clear();
   for (auto& p : pools_) p->close_idle();
   retired_.clear();
@@ -89,10 +88,7 @@ void Worker::begin_drain() {
   timeval tv{static_cast<time_t>(config().drain_timeout.count() / 1000),
              static_cast<suseconds_t>((config().drain_timeout.count() % 1000) * 1000)};
   evtimer_add(drain_deadline_event_, &tv);
-  // Copy: drain() may remove the connection from the set.
-  std::vector<ClientConnection*> snapshot(clients_.begin(), clients_.end());
-  for (auto* c : snapshot)
-    if (clients_.count(c)) c->drain();
+  clients_.for_each([](ClientConnection* c) { c->drain(); });
   for (auto& p : pools_) p->close_idle();
   maybe_finish_drain();
 }
@@ -115,10 +111,50 @@ void Worker::on_accept(int fd, const sockaddr* addr, int len) {
   raw->start();
 }
 
-void Worker::add_client(std::unique_ptr<ClientConnection> conn) { clients_.insert(conn.release()); }
+void Worker::add_client(std::unique_ptr<ClientConnection> conn) { clients_.push_back(conn.release()); }
+
+void Worker::close_all_clients() {
+  clients_.for_each([this](ClientConnection* c) {
+    clients_.remove(c);
+    idle_.remove(c);
+    delete c;
+  });
+}
+
+void Worker::mark_idle(ClientConnection* conn) {
+  idle_.remove(conn);
+  conn->idle_since = Clock::now();
+  idle_.push_back(conn);
+  if (!idle_timer_armed_) arm_idle_timer();
+}
+
+void Worker::arm_idle_timer() {
+  if (idle_.empty()) return;
+  auto deadline = idle_.front()->idle_since + config().client.keepalive_timeout.value;
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now()).count();
+  if (us < 0) us = 0;
+  timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+  event_add(idle_timer_, &tv);
+  idle_timer_armed_ = true;
+}
+
+void Worker::on_idle_timer(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  self->idle_timer_armed_ = false;
+  auto now = Clock::now();
+  auto timeout = self->config().client.keepalive_timeout.value;
+  // keepalive_timeout: the ordinary end of an idle connection.
+  while (!self->idle_.empty() && self->idle_.front()->idle_since + timeout <= now)
+    self->idle_.front()->close_idle();
+  self->arm_idle_timer();
+}
 
 void Worker::remove_client(ClientConnection* conn) {
-  if (clients_.erase(conn)) defer_delete(std::unique_ptr<ClientConnection>(conn));
+  idle_.remove(conn);
+  if (clients_.contains(conn)) {
+    clients_.remove(conn);
+    defer_delete(std::unique_ptr<ClientConnection>(conn));
+  }
   maybe_finish_drain();
 }
 

@@ -16,6 +16,7 @@
 
 #include "holdfast/errors.hpp"
 #include "holdfast/http_message.hpp"
+#include "holdfast/intrusive_list.hpp"
 #include "holdfast/stream.hpp"
 
 namespace holdfast {
@@ -42,7 +43,8 @@ class ClientConnection final : private Stream::Handler {
   Worker& worker() const noexcept { return worker_; }
   std::uint64_t id() const noexcept { return id_; }
   const std::string& peer() const noexcept { return peer_; }
-  const std::string& peer_ip() const noexcept { return peer_ip_; }
+  // The address part of peer(), without brackets.
+  std::string_view peer_ip() const noexcept;
   evbuffer* input() { return stream_.input(); }
   evbuffer* output() { return stream_.output(); }
   // Writes what the exchange put in output() (now, as far as the socket takes it).
@@ -67,6 +69,13 @@ class ClientConnection final : private Stream::Handler {
   // Worker is draining: close now if idle, else close after the current response.
   void drain();
   bool idle() const noexcept { return state_ == State::idle; }
+  // keepalive_timeout ran out while idle (called by the worker).
+  void close_idle() { close_now(); }
+
+  // Links and timestamp owned by the Worker's client lists.
+  ListLink<ClientConnection> all_link;
+  ListLink<ClientConnection> idle_link;
+  std::chrono::steady_clock::time_point idle_since{};
 
  private:
   enum class State { idle, reading_head, exchanging, closing, closed };
@@ -86,8 +95,7 @@ class ClientConnection final : private Stream::Handler {
   Worker& worker_;
   Stream stream_;
   std::uint64_t id_;
-  std::string peer_;
-  std::string peer_ip_;
+  std::string peer_;  // "ip:port" or "[ip6]:port"
   std::unique_ptr<HttpParser> parser_;
   std::unique_ptr<Exchange> exchange_;
   State state_ = State::idle;

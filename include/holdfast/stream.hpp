@@ -3,9 +3,10 @@
 // no epoll_ctl per request, one recv per readiness edge, and writes made at
 // once when the owner calls flush() rather than on the next loop turn.
 //
-// Timeouts are deadlines checked by one timer per stream; moving a deadline
-// later (every read, every write) costs no timer update: the timer fires at
-// the old deadline, finds it moved, and re-arms itself for the rest.
+// Timeouts are deadlines checked by one timer per stream, created only when a
+// deadline is first armed; moving a deadline later (every read, every write)
+// costs no timer update: the timer fires at the old deadline, finds it moved,
+// and re-arms itself for the rest.
 //
 // Ownership: the Stream owns its socket and buffers. Its Handler (the client
 // connection, the exchange or the pool) is a borrowed pointer that the owner
@@ -18,11 +19,48 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 
 namespace holdfast {
+
+namespace detail {
+// std::optional<Millis> in 4 bytes (timeouts above 24 days are clamped):
+// every byte of a Stream is paid once per idle connection.
+class CompactTimeout {
+ public:
+  CompactTimeout& operator=(std::optional<std::chrono::milliseconds> t) noexcept {
+    ms_ = t ? static_cast<std::int32_t>(std::min<long long>(t->count(), INT32_MAX)) : -1;
+    return *this;
+  }
+  explicit operator bool() const noexcept { return ms_ >= 0; }
+  std::chrono::milliseconds operator*() const noexcept { return std::chrono::milliseconds(ms_); }
+
+ private:
+  std::int32_t ms_ = -1;
+};
+
+// std::optional<steady_clock::time_point> in 8 bytes (0 means none).
+class CompactDeadline {
+ public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  CompactDeadline& operator=(TimePoint t) noexcept {
+    ns_ = t.time_since_epoch().count();
+    if (ns_ == 0) ns_ = 1;
+    return *this;
+  }
+  void reset() noexcept { ns_ = 0; }
+  explicit operator bool() const noexcept { return ns_ != 0; }
+  TimePoint operator*() const noexcept { return TimePoint(TimePoint::duration(ns_)); }
+
+ private:
+  std::int64_t ns_ = 0;
+};
+}  // namespace detail
 
 class Stream {
  public:
@@ -52,7 +90,7 @@ class Stream {
 
   void set_handler(Handler* h) noexcept { handler_ = h; }
   int fd() const noexcept { return fd_; }
-  // The buffers exist only while in use (see release_idle_buffers()).
+  // The buffers exist only while in use (see release_idle_resources()).
   evbuffer* input() {
     if (!input_) input_ = evbuffer_new();
     return input_;
@@ -63,9 +101,10 @@ class Stream {
   }
   std::size_t input_length() const noexcept { return input_ ? evbuffer_get_length(input_) : 0; }
   std::size_t output_length() const noexcept { return output_ ? evbuffer_get_length(output_) : 0; }
-  // Frees the buffers that are empty: an idle keep-alive connection then
-  // holds no buffer memory at all (nginx does the same).
-  void release_idle_buffers();
+  // Frees the buffers that are empty, and the timer when no deadline is
+  // armed: an idle keep-alive connection then holds no buffer or timer
+  // memory at all (nginx does the same with its buffers).
+  void release_idle_resources();
   bool is_connecting() const noexcept { return connecting_; }
   bool is_closed() const noexcept { return fd_ < 0; }
   // errno of the last error reported.
@@ -76,9 +115,9 @@ class Stream {
   void enable_read();
   void disable_read();
   bool reading_enabled() const noexcept { return reading_; }
-  void set_input_limit(std::size_t bytes) noexcept { input_limit_ = bytes; }
+  void set_input_limit(std::uint32_t bytes) noexcept { input_limit_ = bytes; }
   // on_stream_drained fires when a write leaves at most this many bytes.
-  void set_drain_mark(std::size_t bytes) noexcept { drain_mark_ = bytes; }
+  void set_drain_mark(std::uint32_t bytes) noexcept { drain_mark_ = bytes; }
   // Reads again if data may be waiting (after the owner consumed input
   // outside a read callback). Deferred to the loop; never re-enters.
   void kick();
@@ -107,12 +146,11 @@ class Stream {
   void arm_timer();
   void raise_error(short direction, int err);
 
-  event_base* base_;
   int fd_;
   evbuffer* input_ = nullptr;   // created on first use
   evbuffer* output_ = nullptr;
   event io_event_;
-  event timer_event_;
+  event* timer_ = nullptr;      // created on first use
   Handler* handler_ = nullptr;
   bool connecting_ = false;
   bool reading_ = false;
@@ -124,12 +162,12 @@ class Stream {
   bool timer_armed_ = false;
   bool pending_error_ = false;  // a write error waits to be reported from the loop
   int last_error_ = 0;
-  std::size_t input_limit_ = 256 * 1024;
-  std::size_t drain_mark_ = 0;
-  std::optional<Millis> read_timeout_;
-  std::optional<Millis> write_timeout_;
-  std::optional<Clock::time_point> read_deadline_;
-  std::optional<Clock::time_point> write_deadline_;
+  std::uint32_t input_limit_ = 256 * 1024;
+  std::uint32_t drain_mark_ = 0;
+  detail::CompactTimeout read_timeout_;
+  detail::CompactTimeout write_timeout_;
+  detail::CompactDeadline read_deadline_;
+  detail::CompactDeadline write_deadline_;
   Clock::time_point timer_at_{};
 };
 

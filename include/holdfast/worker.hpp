@@ -10,10 +10,11 @@
 #include <atomic>
 #include <memory>
 #include <thread>
-#include <unordered_set>
 #include <vector>
 
 #include "holdfast/balancer.hpp"
+#include "holdfast/client_connection.hpp"
+#include "holdfast/intrusive_list.hpp"
 #include "holdfast/config.hpp"
 #include "holdfast/listener.hpp"
 #include "holdfast/router.hpp"
@@ -21,8 +22,6 @@
 #include "holdfast/upstream_pool.hpp"
 
 namespace holdfast {
-
-class ClientConnection;
 
 // Built once by the Server from the validated config; read-only afterwards.
 struct SharedState {
@@ -72,6 +71,13 @@ class Worker {
   // Hands the connection's ownership to the reaper (called by the connection).
   void remove_client(ClientConnection* conn);
 
+  // Idle keep-alive client connections wait in one list in the order they
+  // became idle; as they all share client.keepalive_timeout, that is also
+  // the order of their deadlines, so one worker timer serves them all and an
+  // idle connection carries no timer of its own.
+  void mark_idle(ClientConnection* conn);
+  void unmark_idle(ClientConnection* conn) { idle_.remove(conn); }
+
  private:
   void run();
   void schedule_reaper();
@@ -80,7 +86,10 @@ class Worker {
   static void on_reap(evutil_socket_t, short, void*);
   static void on_drain_request(evutil_socket_t, short, void*);
   static void on_drain_deadline(evutil_socket_t, short, void*);
+  static void on_idle_timer(evutil_socket_t, short, void*);
+  void arm_idle_timer();
   void on_accept(int fd, const sockaddr* addr, int len);
+  void close_all_clients();
 
   const SharedState& shared_;
   unsigned index_;
@@ -91,7 +100,11 @@ class Worker {
   Stats stats_;
   std::uint64_t next_id_ = 1;
   bool draining_ = false;
-  std::unordered_set<ClientConnection*> clients_;  // owned: deleted via remove_client
+  // Owned: each is deleted through remove_client (or at shutdown).
+  IntrusiveList<ClientConnection, &ClientConnection::all_link> clients_;
+  IntrusiveList<ClientConnection, &ClientConnection::idle_link> idle_;
+  event* idle_timer_ = nullptr;
+  bool idle_timer_armed_ = false;
   std::vector<std::unique_ptr<void, void (*)(void*)>> retired_;
   event* reap_event_ = nullptr;
   event* drain_request_event_ = nullptr;
