@@ -175,6 +175,7 @@ int HttpParser::on_status(llhttp_t* p, const char* at, std::size_t len) {
 int HttpParser::on_header_field(llhttp_t* p, const char* at, std::size_t len) {
   auto* s = self(p);
   HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
+  if (list.capacity() == 0) list.reserve(16);  // one allocation for a typical head
   if (s->value_started_ || list.empty()) {
     list.push_back({});
     s->value_started_ = false;

@@ -48,7 +48,9 @@ struct ClientConfig {
 };
 
 struct KeepaliveConfig {
-  std::uint32_t max_idle = 32;
+  // Room for a burst: with fewer idle slots than concurrent requests, every
+  // burst closes connections that the next one must open again.
+  std::uint32_t max_idle = 256;
   TimeoutValue idle_timeout{Millis(50'000)};
   // Default far above nginx's 1000 so that steady traffic does not churn.
   std::uint64_t max_requests = 1'000'000;

@@ -30,7 +30,7 @@ TEST_CASE("a minimal config gets the documented defaults") {
   CHECK(c.listen[0].port == 0);
   CHECK(c.client.keepalive_timeout.value == Millis(75000));
   CHECK(c.client.keepalive_timeout.origin == Origin::defaulted);
-  CHECK(c.upstreams[0].keepalive.max_idle == 32);
+  CHECK(c.upstreams[0].keepalive.max_idle == 256);
   CHECK(c.upstreams[0].keepalive.max_requests >= 100000);
   REQUIRE(c.routes.size() == 1);
   CHECK(c.routes[0].upstream == "app");
