@@ -113,6 +113,7 @@ HttpParser::Result HttpParser::feed(const char* data, std::size_t len) {
   if (err == HPE_PAUSED) {
     const char* pos = llhttp_get_error_pos(&parser_);
     r.consumed = static_cast<std::size_t>(pos - data);
+    if (was_in_head) head_bytes_ += r.consumed;
     llhttp_resume(&parser_);
     if (!in_head_ && sink_ == nullptr) {
       // Paused by on_headers_complete.

@@ -41,6 +41,8 @@ class AccessLogTest(h.ProxyTestCase):
         self.assertEqual({x["client"] for x in lines}, {client_addr})
         self.assertEqual({x["upstream"] for x in lines}, {f"127.0.0.1:{b.port}"})
         self.assertEqual([x["reused"] for x in lines], ["0", "1", "1"])
+        # "in" counts the request as the client sent it: head and body.
+        self.assertGreater(int(lines[0]["in"]), len("GET /one HTTP/1.1\r\n\r\n"))
         self.assertGreater(int(lines[1]["in"]), 0)
         self.assertGreater(int(lines[0]["out"]), 0)
         self.assertGreater(int(lines[1]["in"]), int(lines[0]["in"]), "the POST carried a body: more bytes in")
