@@ -17,6 +17,10 @@ Measured per target, rounds alternated among targets (medians, min, max):
   race           failures of the keep-alive race (scripts/racelib.py) behind
                  each proxy, GET and POST, with and without Keep-Alive hints
 
+Runs whose CPU time was shared with other processes (a build, a test) are
+detected from /proc/stat and run again after the machine is quiet, within a
+time budget; what stays disturbed is listed under Notes.
+
 Also: `bench.py idle-client --port N --conns K` opens K idle connections,
 prints READY, and holds them until its standard input closes.
 """
@@ -29,6 +33,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -161,13 +166,15 @@ def tree_pids(root):
 
 
 def cpu_seconds(root):
-    """utime+stime of every process in the tree (each counts all its threads)."""
+    """CPU seconds of every process in the tree (each counts all its threads)."""
     total = 0
     for pid in tree_pids(root):
         try:
             with open("/proc/%d/stat" % pid) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])   # utime, stime
+            # utime, stime, and cutime, cstime: the time of children it reaped
+            # (an nginx worker that exited) so that totals never go backwards.
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
         except (OSError, IndexError):
             pass
     return total / CLK_TCK
@@ -207,10 +214,13 @@ def system_busy_seconds():
 
 
 def own_seconds():
-    """CPU seconds of this script, its finished children (wrk) and every server it started."""
+    """CPU seconds of this script, its finished children (wrk) and every server it started.
+
+    A server that ended and was reaped moves from its /proc entry into our
+    children's times, so nothing is lost or counted twice."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system + sum(
-        cpu_seconds(p.pid) for p in Proc.registry if p.alive())
+        cpu_seconds(p.pid) for p in Proc.registry if p.popen.returncode is None)
 
 
 def foreign_load(seconds=2.0):
@@ -223,15 +233,39 @@ def foreign_load(seconds=2.0):
 _used_ports = set()
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    while True:
+    """A port on 127.0.0.1 that nobody listens on, for a server we are about to start.
+
+    Taken below the kernel's ephemeral range: a port from bind(0) could be
+    handed out again, before our server binds it, to another bind(0) (a
+    RaceBackend) or as the source port of an outgoing connection (wrk, the
+    idle clients)."""
+    low, _ = _ephemeral_range()
+    lo, hi = (10000, low - 1) if low > 12000 else (1024, low - 1)
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randint(lo, hi)
+        if port in _used_ports:
+            continue
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port not in _used_ports:
-            _used_ports.add(port)
-            return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _used_ports.add(port)
+        return port
+    raise RuntimeError("no free port in %d-%d" % (lo, hi))
 
 
 def wait_listening(port, proc, timeout=10.0):
@@ -713,25 +747,18 @@ class Bench:
             if not wait_listening(port, p):
                 raise RuntimeError("backend nginx did not start: %s" % p.stderr_text()[-500:])
             self.backends.append(p)
-        workers = self.args.workers
         for name in wanted:
-            d = os.path.join(self.workdir, name)
             if name == "direct":
-                self.targets[name] = {"port": self.backend_ports[0], "proc": None}
+                self.targets[name] = {"port": self.backend_ports[0], "proc": None, "restarts": 0}
                 continue
             port = free_port()
-            if name == "nginx":
-                proc = proxy_nginx(d, port, self.backend_ports, workers)
-            elif name == "haproxy":
-                proc = proxy_haproxy("haproxy", d, port, self.backend_ports, workers)
-            else:
-                proc = proxy_holdfast("holdfast", d, self.holdfast_bin, port, self.backend_ports, workers)
+            proc = self.start_proxy(name, port)
             if not wait_listening(port, proc):
                 self.note("%s not measured: it did not start listening on 127.0.0.1:%d; stderr: %s" %
                           (name, port, proc.stderr_text()[-400:].strip()))
                 proc.stop()
                 continue
-            self.targets[name] = {"port": port, "proc": proc}
+            self.targets[name] = {"port": port, "proc": proc, "restarts": 0}
         # Each target must serve both bodies intact before it is timed.
         for name in list(self.targets):
             port = self.targets[name]["port"]
@@ -746,29 +773,99 @@ class Bench:
                 if proc:
                     proc.stop()
 
-    def one_run(self, name, test, path, conns, duration):
+    def start_proxy(self, name, port):
+        d = os.path.join(self.workdir, name)
+        if name == "nginx":
+            return proxy_nginx(d, port, self.backend_ports, self.args.workers)
+        if name == "haproxy":
+            return proxy_haproxy("haproxy", d, port, self.backend_ports, self.args.workers)
+        return proxy_holdfast("holdfast", d, self.holdfast_bin, port, self.backend_ports, self.args.workers)
+
+    def holdfast_setting(self, key):
+        """A value from `holdfast --check` (the effective config) of the measured instance."""
+        cfg = os.path.join(self.workdir, "holdfast", "holdfast.yaml")
+        try:
+            r = subprocess.run([self.holdfast_bin, "--check", "-c", cfg], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        m = re.search(r"^\s*%s:\s*(\S+)" % re.escape(key), r.stdout, re.M)
+        return m.group(1) if m else None
+
+    def ensure_target(self, name):
+        """Whether `name` is running; a proxy that died is noted and started again (at most 3 times)."""
         t = self.targets[name]
         proc = t["proc"]
-        acc0 = [stub_accepts(p) for p in self.backend_ports]
+        if proc is None or proc.alive():
+            return True
+        self.note("%s (pid %d) exited during the run (code %s)%s; stderr: %s" %
+                  (name, proc.pid, proc.popen.returncode,
+                   "; exit code 0 means it was told to stop by a signal from outside the benchmark"
+                   if proc.popen.returncode == 0 else "",
+                   proc.stderr_text()[-300:].strip() or "(empty)"))
+        if t["restarts"] >= 3:
+            return False
+        t["restarts"] += 1
+        proc.stop()
+        t["port"] = free_port()
+        new = self.start_proxy(name, t["port"])
+        if not wait_listening(t["port"], new):
+            self.note("%s did not start again" % name)
+            return False
+        t["proc"] = new
+        return True
+
+    def ensure_backends(self):
+        """Starts again, on its port, a backend that died (another process may have killed it)."""
+        for i, p in enumerate(self.backends):
+            if p.alive():
+                continue
+            self.note("backend%d (nginx, pid %d) exited during the run (code %s%s); started again" %
+                      (i + 1, p.pid, p.popen.returncode,
+                       ": told to stop by a signal from outside the benchmark" if p.popen.returncode == 0 else ""))
+            port = self.backend_ports[i]
+            p = backend_nginx("backend%d" % (i + 1), os.path.join(self.workdir, "backend%d" % (i + 1)), port)
+            if not wait_listening(port, p):
+                raise RuntimeError("backend nginx did not start again: %s" % p.stderr_text()[-500:])
+            self.backends[i] = p
+
+    def backend_accepts(self):
+        """[(backend pid, connections accepted)] from stub_status."""
+        for attempt in range(3):
+            try:
+                return [(p.pid, stub_accepts(port)) for p, port in zip(self.backends, self.backend_ports)]
+            except OSError:
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)          # a backend stopped by someone else may still be exiting
+                self.ensure_backends()
+
+    def one_run(self, name, test, path, conns, duration):
+        self.ensure_backends()
+        t = self.targets[name]
+        proc = t["proc"]
+        acc0 = self.backend_accepts()
         sys0, own0 = system_busy_seconds(), own_seconds()
         cpu0 = cpu_seconds(proc.pid) if proc else None
         w = run_wrk(self.workdir, t["port"], path, conns, duration)
         cpu1 = cpu_seconds(proc.pid) if proc else None
         sys1, own1 = system_busy_seconds(), own_seconds()
-        acc1 = [stub_accepts(p) for p in self.backend_ports]
+        acc1 = self.backend_accepts()
         # CPU used meanwhile by processes that are not part of the benchmark.
         w["foreign_cpus"] = max(0.0, (sys1 - sys0) - (own1 - own0)) / (w["duration_us"] / 1e6)
 
         # Each stub_status read is a connection of its own: the later read counts itself.
-        upstream = sum(b - a - 1 for a, b in zip(acc0, acc1))
+        # A backend started again meanwhile has a new counter: no number then.
+        if [a[0] for a in acc0] == [a[0] for a in acc1]:
+            upstream = sum(b[1] - a[1] - 1 for a, b in zip(acc0, acc1))
+        else:
+            upstream = None
         w["upstream_accepts"] = upstream
-        w["upstream_per_10k"] = upstream / w["requests"] * 1e4 if w["requests"] else None
+        w["upstream_per_10k"] = upstream / w["requests"] * 1e4 if w["requests"] and upstream is not None else None
         if proc:
             w["cpu_s"] = cpu1 - cpu0
             w["cpu_per_100k"] = (cpu1 - cpu0) / w["requests"] * 1e5 if w["requests"] else None
             if not proc.alive():
-                self.note("%s exited during %s (code %s); stderr: %s" %
-                          (name, test, proc.popen.returncode, proc.stderr_text()[-400:].strip()))
+                self.note("%s exited during a %s run" % (name, test))
         expected = LARGE_SIZE if path == "/64k" else len(SMALL_BODY)
         w["bytes_per_response"] = w["bytes"] / w["requests"] if w["requests"] else None
         if w["requests"] and w["bytes_per_response"] < expected:
@@ -783,50 +880,55 @@ class Bench:
     def throughput(self):
         names = list(self.targets)
         runs = {n: {t[0]: [] for t in self.tests} for n in names}
-        log("warm-up: 1 s per target")
-        for n in names:
-            run_wrk(self.workdir, self.targets[n]["port"], "/small", 50, 1)
-        for r in range(self.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            for test, path, conns in self.tests:
-                for n in order:
-                    if n not in self.targets or (self.targets[n]["proc"] and not self.targets[n]["proc"].alive()):
-                        continue
-                    w = self.one_run(n, test, path, conns, self.duration)
-                    # Another process took CPU (a build, a test): wait for quiet and run again, within a budget.
-                    while w["foreign_cpus"] > 0.15 and self.retry_budget > 0:
-                        t0 = time.monotonic()
-                        log("  %s %s disturbed: others used %.2f CPUs; running it again" % (n, test, w["foreign_cpus"]))
-                        self.wait_quiet(min(60, self.retry_budget), note=False)
-                        w = self.one_run(n, test, path, conns, self.duration)
-                        self.retried += 1
-                        self.retry_budget -= time.monotonic() - t0
-                    if w["foreign_cpus"] > 0.15:
-                        self.disturbed.append("%s %s %.2f" % (n, test, w["foreign_cpus"]))
-                    runs[n][test].append(w)
-                    log("round %d/%d %-8s %-9s %9.0f req/s p99 %s ms%s" %
-                        (r + 1, self.rounds, n, test, w["rps"], fmt_ms(w["p99_us"]),
-                         (" cpu %.2fs/100k" % w["cpu_per_100k"]) if w.get("cpu_per_100k") else ""))
-        out = {}
-        for n in names:
-            out[n] = {}
-            for test, _, _ in self.tests:
-                rs = runs[n][test]
-                out[n][test] = {
-                    "runs": rs,
-                    "rps": summary([w["rps"] for w in rs]),
-                    "p50_us": summary([w["p50_us"] for w in rs]),
-                    "p99_us": summary([w["p99_us"] for w in rs]),
-                    "cpu_per_100k": summary([w.get("cpu_per_100k") for w in rs]),
-                    "upstream_per_10k": summary([w["upstream_per_10k"] for w in rs]),
-                    "errors": sum(w["errors"] for w in rs),
-                }
-        self.results["throughput"] = out
+        try:
+            log("warm-up: 1 s per target")
+            for n in names:
+                run_wrk(self.workdir, self.targets[n]["port"], "/small", 50, 1)
+            for r in range(self.rounds):
+                order = names[r % len(names):] + names[:r % len(names)]
+                for test, path, conns in self.tests:
+                    for n in order:
+                        if not self.ensure_target(n):
+                            continue
+                        runs[n][test].append(self.measured_run(r, n, test, path, conns))
+        finally:
+            # Whatever was measured is reported, even when a later run failed.
+            self.results["throughput"] = {n: {test: self.summarize(runs[n][test]) for test, _, _ in self.tests}
+                                          for n in names}
+
+    def measured_run(self, r, n, test, path, conns):
+        w = self.one_run(n, test, path, conns, self.duration)
+        # Another process took CPU (a build, a test): wait for quiet and run again, within a budget.
+        while w["foreign_cpus"] > 0.15 and self.retry_budget > 0:
+            t0 = time.monotonic()
+            log("  %s %s disturbed: others used %.2f CPUs; running it again" % (n, test, w["foreign_cpus"]))
+            self.wait_quiet(min(60, self.retry_budget), note=False)
+            w = self.one_run(n, test, path, conns, self.duration)
+            self.retried += 1
+            self.retry_budget -= time.monotonic() - t0
+        if w["foreign_cpus"] > 0.15:
+            self.disturbed.append("%s %s %.2f" % (n, test, w["foreign_cpus"]))
+        log("round %d/%d %-8s %-9s %9.0f req/s p99 %s ms%s" %
+            (r + 1, self.rounds, n, test, w["rps"], fmt_ms(w["p99_us"]),
+             (" cpu %.2fs/100k" % w["cpu_per_100k"]) if w.get("cpu_per_100k") else ""))
+        return w
+
+    @staticmethod
+    def summarize(rs):
+        return {
+            "runs": rs,
+            "rps": summary([w["rps"] for w in rs]),
+            "p50_us": summary([w["p50_us"] for w in rs]),
+            "p99_us": summary([w["p99_us"] for w in rs]),
+            "cpu_per_100k": summary([w.get("cpu_per_100k") for w in rs]),
+            "upstream_per_10k": summary([w["upstream_per_10k"] for w in rs]),
+            "errors": sum(w["errors"] for w in rs),
+        }
 
     def idle_memory(self):
         out = {}
         for n, t in self.targets.items():
-            if not t["proc"] or not t["proc"].alive():
+            if not t["proc"] or not self.ensure_target(n):
                 continue
             log("idle memory: %d connections to %s" % (self.idle_conns, n))
             try:
@@ -922,6 +1024,10 @@ http {
             self.note("other processes used %.2f CPUs during the race; its timing may be off" % foreign)
         out = []
         for j in jobs:
+            if "error" not in j and not j["proc"].alive():
+                j["error"] = "proxy exited during the race (code %s): %s" % (
+                    j["proc"].popen.returncode, j["proc"].stderr_text()[-300:].strip())
+                j.pop("result", None)
             j["proc"].stop()
             j["backend"].stop()
             row = {k: j[k] for k in ("case", "label", "advertise", "method")}
@@ -980,9 +1086,10 @@ http {
                  "wrk -t1; everything shares %d CPUs. Proxies as their documentation advises for upstream "
                  "keep-alive: nginx `upstream { server; server; keepalive 32; }`, `proxy_http_version 1.1`, "
                  "`proxy_set_header Connection \"\"`; HAProxy `mode http`, `option http-keep-alive`, "
-                 "`http-reuse always`; holdfast default pool settings (`max_idle: 32`). No access logs. "
+                 "`http-reuse always`; holdfast default pool settings%s. No access logs. "
                  "Client side, nginx's and holdfast's `keepalive_requests` are raised so that no proxy closes "
-                 "wrk's connections during a run." % meta["nproc"])
+                 "wrk's connections during a run." % (
+                     meta["nproc"], " (`max_idle: %s`)" % meta["holdfast_max_idle"] if meta.get("holdfast_max_idle") else ""))
         L.append("")
         tp = self.results.get("throughput", {})
         names = [n for n in TARGET_ORDER if n in tp]
@@ -1157,13 +1264,18 @@ http {
             self.start()
             self.results["meta"]["versions"] = versions(self.holdfast_bin)
             self.results["meta"]["targets"] = list(self.targets)
+            if "holdfast" in self.targets:
+                self.results["meta"]["holdfast_max_idle"] = self.holdfast_setting("max_idle")
             log("targets: %s (work dir %s)" % (", ".join(self.targets), self.workdir))
-            if not self.args.skip_throughput:
-                self.throughput()
-            if not self.args.skip_idle:
-                self.idle_memory()
-            if not self.args.skip_race:
-                self.race()
+            phases = [(self.throughput, self.args.skip_throughput), (self.idle_memory, self.args.skip_idle),
+                      (self.race, self.args.skip_race)]
+            for phase, skip in phases:
+                if skip:
+                    continue
+                try:
+                    phase()
+                except Exception as e:   # report what was measured and why the rest is missing
+                    self.note("the %s phase failed: %s: %s" % (phase.__name__, type(e).__name__, e))
         finally:
             self.stop()
         if build_busy():
@@ -1214,10 +1326,11 @@ def main(argv=None):
         ap.add_argument("--limit", type=float, default=90)
         return idle_client_main(ap.parse_args(argv[1:]))
     ap = argparse.ArgumentParser(description="Benchmark holdfast against nginx, HAProxy and the backend direct.")
-    ap.add_argument("--quick", action="store_true", help="3 rounds of 3 s, shorter race (about 3 minutes)")
+    ap.add_argument("--quick", action="store_true", help="3 rounds of 3 s, no 64 KiB 1-connection run, race of 20+20 requests "
+                    "(about 3 minutes); the default is 5 rounds of 10 s and a race of 60+60 (about 16 minutes)")
     ap.add_argument("--workers", type=int, default=1, help="worker processes/threads of every proxy")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"), help="output directory")
-    ap.add_argument("--targets", default="holdfast,nginx,haproxy,direct")
+    ap.add_argument("--targets", default="holdfast,nginx,haproxy,direct", help="comma-separated subset to measure")
     ap.add_argument("--rounds", type=int, help="override the number of rounds")
     ap.add_argument("--duration", type=int, help="override seconds per wrk run")
     ap.add_argument("--idle-conns", type=int, help="idle client connections for the memory test")
