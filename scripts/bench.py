@@ -843,6 +843,10 @@ class Bench:
         self.ensure_backends()
         t = self.targets[name]
         proc = t["proc"]
+        # A one-second warm-up at the same concurrency first: between two runs of
+        # one target the others run for minutes, long enough for any pool's idle
+        # timeout, and the upstream figure is about steady state, not refilling.
+        run_wrk(self.workdir, t["port"], path, conns, 1)
         acc0 = self.backend_accepts()
         sys0, own0 = system_busy_seconds(), own_seconds()
         cpu0 = cpu_seconds(proc.pid) if proc else None

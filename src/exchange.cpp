@@ -115,6 +115,13 @@ void Exchange::start() {
     request_relay_.copy = &replay_;
     request_relay_.copy_ok = &replay_complete_;
     request_relay_.copy_limit = pool_.config().retry_buffer;
+    if (expect_continue_) {
+      // The client waits for 100 Continue before sending the body: holding
+      // the head back until body bytes arrive would stall both sides.
+      upstream_started_ = true;
+      connect_upstream();
+      if (finished_) return;
+    }
     pump_request();
     return;
   }

@@ -94,6 +94,19 @@ class RequestBodyTest(h.ProxyTestCase):
         self.assertEqual(self.b.requests[-1].body, b"hello world")
         self.assertEqual(c.request("GET", "/after").status, 200)
 
+    def test_expect_100_continue_with_chunked_body(self):
+        # holdfast buffers the start of a chunked body before contacting the
+        # backend; a client that waits for 100 Continue must not stall on that.
+        c = self.client(self.p.port)
+        c.send(b"POST /expect-chunked HTTP/1.1\r\nHost: holdfast.test\r\nExpect: 100-continue\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n")
+        r = c.read_response(keep_informational=True)
+        self.assertEqual(r.status, 100, r)
+        c.send(b"5\r\nhello\r\n0\r\n\r\n")
+        r = c.read_response()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(self.b.requests[-1].body, b"hello")
+
     def test_request_split_into_tiny_segments(self):
         c = self.client(self.p.port)
         raw = h.build_request("POST", "/split", [("X-A", "1")], b"0123456789abcdef", chunked=True, chunk_size=5)
