@@ -40,7 +40,7 @@ std::string_view reason_phrase(int status) noexcept {
   }
 }
 
-std::string error_response(int status, std::string_view text, std::string_view policy) {
+std::string error_response(int status, std::string_view text, std::string_view policy, bool head_only) {
   std::string body = std::to_string(status) + " " + std::string(text) + "\n";
   std::string out;
   out.reserve(160 + body.size());
@@ -48,7 +48,7 @@ std::string error_response(int status, std::string_view text, std::string_view p
   out += "Content-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   out += policy;
   out += "\r\n";
-  out += body;
+  if (!head_only) out += body;
   return out;
 }
 

@@ -35,7 +35,9 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
 void append_end_to_end(std::string& out, const HeaderList& headers, std::initializer_list<std::string_view> skip) {
   auto tokens = connection_tokens(headers);
   for (const auto& h : headers) {
-    if (is_hop_by_hop(h.name, tokens)) continue;
+    // A Connection token may not strip Host: routing used it, and the
+    // backend must see it.
+    if (is_hop_by_hop(h.name, tokens) && !iequals(h.name, "host")) continue;
     bool skipped = false;
     for (auto s : skip)
       if (iequals(h.name, s)) {
@@ -162,7 +164,7 @@ void Exchange::build_upstream_head() {
   append_field(out, "X-Forwarded-Proto", "http");
   if (host) append_field(out, "X-Forwarded-Host", *host);
   append_field(out, "Via", "1.1 holdfast");
-  if (request_.chunked) append_field(out, "Transfer-Encoding", "chunked");
+  if (request_.chunked) append_field(out, "Transfer-Encoding", chunked_coding_list(h.headers));
   else if (request_.has_content_length) append_field(out, "Content-Length", std::to_string(request_.content_length));
   out.append("\r\n");
   if (out.size() > pool_.config().retry_buffer) replay_complete_ = false;  // still sent; just not kept
@@ -208,6 +210,9 @@ void Exchange::attach(std::unique_ptr<UpstreamConnection> conn, bool reused, boo
   upstream_->stream().enable_read();
   arm_upstream_timeouts();
   upstream_->stream().flush();
+  // A client paused on the old connection's full output hears no drain edge
+  // from this one if the first write already emptied it.
+  if (!request_done_ && upstream_->stream().output_length() <= kLowWater) client_.resume_reading();
 }
 
 void Exchange::arm_upstream_timeouts() {
@@ -232,6 +237,13 @@ void Exchange::pump_request() {
     evbuffer* sink = request_sink();
     if (!sink) return;  // between connections (retry in progress)
     if (evbuffer_get_length(sink) >= kHighWater) {
+      if (!upstream_started_) {
+        // Enough of the body is held: contact the backend now rather than
+        // pause the client with nobody to resume it.
+        upstream_started_ = true;
+        connect_upstream();
+        continue;
+      }
       if (upstream_) upstream_->stream().flush();
       if (evbuffer_get_length(sink) >= kHighWater) {
         client_.pause_reading();
@@ -448,7 +460,7 @@ bool Exchange::handle_response_head() {
   else append_end_to_end(head, h.headers, {"content-length"});
   append_field(head, "Via", "1.1 holdfast");
   if (response_body_ == BodyMode::length) append_field(head, "Content-Length", std::to_string(h.content_length));
-  else if (client_chunked_) append_field(head, "Transfer-Encoding", "chunked");
+  else if (client_chunked_) append_field(head, "Transfer-Encoding", chunked_coding_list(h.headers));
   // The client connection closes after this response when its framing needs
   // the close, or when the rest of the request body may still be arriving.
   head += client_.response_policy((unknown_length && !client11) || !request_done_);
@@ -535,7 +547,8 @@ void Exchange::fail(ProxyError error, const char* detail) {
   if (!response_started_ && info.status != 0) {
     status_ = info.status;
     // A request whose body was not read to its end leaves the framing in doubt.
-    auto page = error_response(info.status, info.text, client_.response_policy(!request_done_));
+    auto page = error_response(info.status, info.text, client_.response_policy(!request_done_),
+                               request_.method == "HEAD");
     evbuffer_add(client_.output(), page.data(), page.size());
     client_.flush();
     bytes_out_ += page.size();

@@ -64,6 +64,24 @@ const std::string* find_header(const HeaderList& headers, std::string_view name)
   return nullptr;
 }
 
+std::string codings_before_chunked(const HeaderList& headers) {
+  std::vector<std::string_view> codings;
+  for (const auto& h : headers)
+    if (iequals(h.name, "transfer-encoding")) for_each_list_item(h.value, [&](std::string_view c) { codings.push_back(c); });
+  if (!codings.empty() && iequals(codings.back(), "chunked")) codings.pop_back();
+  std::string out;
+  for (auto c : codings) {
+    if (!out.empty()) out += ", ";
+    out.append(c);
+  }
+  return out;
+}
+
+std::string chunked_coding_list(const HeaderList& headers) {
+  auto before = codings_before_chunked(headers);
+  return before.empty() ? std::string("chunked") : before + ", chunked";
+}
+
 KeepAliveHint parse_keep_alive(const HeaderList& headers) {
   KeepAliveHint hint;
   for (const auto& h : headers) {

@@ -45,6 +45,8 @@ std::string_view reason_phrase(int status) noexcept;
 
 // A short text/plain error response: "502 upstream connect refused\n".
 // `policy` holds the Connection (and Keep-Alive) lines, each ending in CRLF.
-std::string error_response(int status, std::string_view text, std::string_view policy);
+// `head_only` for an answer to HEAD: the same head, no body (RFC 9112 6.3),
+// or the client would read the body as the start of the next response.
+std::string error_response(int status, std::string_view text, std::string_view policy, bool head_only = false);
 
 }  // namespace holdfast

@@ -37,6 +37,14 @@ bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& tokens
 // First value of `name`, or nullptr.
 const std::string* find_header(const HeaderList& headers, std::string_view name) noexcept;
 
+// The transfer codings of a message other than a final "chunked", joined
+// ("gzip" for "gzip, chunked"). Transfer-Encoding is hop-by-hop, but its
+// other codings describe the content and must survive re-framing.
+std::string codings_before_chunked(const HeaderList& headers);
+
+// The Transfer-Encoding value for a leg that holdfast frames as chunked.
+std::string chunked_coding_list(const HeaderList& headers);
+
 // Parameters of a `Keep-Alive: timeout=N, max=M` field (RFC 2068 19.7.1.1),
 // as backends such as Node, Apache and nginx send it.
 struct KeepAliveHint {

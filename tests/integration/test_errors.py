@@ -64,6 +64,19 @@ class ConnectErrorsTest(h.ProxyTestCase):
         r = c.request("GET", "/refused-again")
         self.assertEqual(r.status, 502)
 
+    def test_error_answer_to_head_has_no_body(self):
+        # RFC 9112 6.3: a response to HEAD ends with its head. A body here would
+        # be read as the start of the next response on the connection.
+        port = h.closed_port()
+        p = self.proxy(make_config([port]))
+        c = self.client(p.port)
+        r = c.request("HEAD", "/refused")
+        self.assertEqual(r.status, 502)
+        self.assertEqual(r.body, b"")
+        r = c.request("GET", "/refused-again")
+        self.assertEqual(r.status, 502)
+        self.assertIn(b"upstream connect refused", r.body)
+
     def test_connect_timeout_is_504(self):
         trap = full_backlog_listener()
         if trap is None:

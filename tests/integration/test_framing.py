@@ -131,6 +131,24 @@ class RequestBodyTest(h.ProxyTestCase):
 
 class ResponseBodyTest(h.ProxyTestCase):
 
+    def test_other_transfer_codings_survive_rechunking(self):
+        # Transfer-Encoding is hop-by-hop and holdfast re-frames the body, but a
+        # coding such as gzip describes the content: the client must still see it.
+        def gzip_chunked(conn, index):
+            reader = h.Reader(conn)
+            if h.read_request(reader) is None:
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                         b"5\r\nabcde\r\n0\r\n\r\n")
+            h.read_request(reader)
+        b = self.scripted(gzip_chunked)
+        p = self.proxy(make_config([b.port]))
+        c = self.client(p.port)
+        r = c.request("GET", "/gz")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.headers.tokens("transfer-encoding"), ["gzip", "chunked"])
+        self.assertEqual(r.body, b"abcde")
+
     def run_mode(self, mode, size, **kw):
         b = self.backend(mode=mode, body_size=size, **kw)
         p = self.proxy(make_config([b.port]))

@@ -26,6 +26,12 @@ class RequestHeadersTest(h.ProxyTestCase):
         self.b = self.backend(name="b1")
         self.p = self.proxy(make_config([self.b.port]))
 
+    def test_connection_token_cannot_strip_host(self):
+        c = self.client(self.p.port)
+        r = c.request("GET", "/host-token", [("Connection", "host")])
+        self.assertEqual(r.status, 200)
+        self.assertEqual(self.b.requests[-1].headers.get("Host"), "holdfast.test")
+
     def test_hop_by_hop_request_fields_never_reach_backend(self):
         c = self.client(self.p.port)
         r = c.request("GET", "/hop", [

@@ -34,6 +34,16 @@ TEST_CASE("Keep-Alive hints are parsed leniently and safely") {
   CHECK_FALSE(parse_keep_alive({{"X-Keep-Alive", "timeout=5"}}).timeout.has_value());
 }
 
+TEST_CASE("transfer codings other than the final chunked survive re-framing") {
+  CHECK(chunked_coding_list({{"Transfer-Encoding", "chunked"}}) == "chunked");
+  CHECK(chunked_coding_list({{"Transfer-Encoding", "gzip, chunked"}}) == "gzip, chunked");
+  CHECK(chunked_coding_list({{"Transfer-Encoding", "gzip"}, {"transfer-encoding", "chunked"}}) == "gzip, chunked");
+  // Close-delimited with a coding: the coding stays, chunked is added.
+  CHECK(chunked_coding_list({{"Transfer-Encoding", "gzip"}}) == "gzip, chunked");
+  CHECK(chunked_coding_list({}) == "chunked");
+  CHECK(codings_before_chunked({{"Transfer-Encoding", "gzip, chunked"}}) == "gzip");
+}
+
 TEST_CASE("find_header is case-insensitive and returns the first") {
   HeaderList h{{"Host", "a"}, {"HOST", "b"}};
   REQUIRE(find_header(h, "host"));
