@@ -173,9 +173,9 @@ void ClientConnection::begin_exchange() {
 }
 
 void ClientConnection::on_request_complete() {
-  // Nothing to re-arm: while the response is awaited, a read timeout that
-  // fires is ignored (see on_stream_event), which is cheaper than clearing it for
-  // every request.
+  // The body timeout ends with the body; the upstream read_timeout governs
+  // the wait for the response. Clearing a Stream deadline costs no timer call.
+  set_read_timeout(std::nullopt);
 }
 
 std::string ClientConnection::response_policy(bool must_close) {
@@ -267,14 +267,7 @@ void ClientConnection::on_stream_event(Stream&, short what) {
       return;
     }
     if (state_ == State::idle) {
-      close_now();  // keepalive_timeout: the ordinary end of an idle connection
-      return;
-    }
-    if ((what & Stream::reading) && state_ == State::exchanging && exchange_ && exchange_->request_complete()) {
-      // Left over from the idle or body timer while the backend takes its
-      // time: the upstream read_timeout governs this wait. Keep watching
-      // the client for EOF.
-      stream_.enable_read();
+      close_now();  // the client never read its last response: nothing left to abort
       return;
     }
     spdlog::info("conn {} {}: client {} timeout", id_, peer_, (what & Stream::reading) ? "body" : "send");

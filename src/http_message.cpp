@@ -202,7 +202,6 @@ int HttpParser::on_header_value_complete(llhttp_t* p) {
   s->value_started_ = true;
   if (!list.empty()) {
     auto& v = list.back().value;
-
     auto t = trim_ows(v);
     if (t.size() != v.size()) v = std::string(t);
   }

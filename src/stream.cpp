@@ -152,16 +152,7 @@ void Stream::handle_io(short what) {
       raise_error(writing, last_error_);
       return;
     }
-    if (output_length() > 0) {
-      std::size_t before = output_length();
-      if (!do_write()) return;
-      if (fd_ < 0) return;
-      std::size_t after = output_length();
-      if (after < before && after <= drain_mark_ && handler_) {
-        handler_->on_stream_drained(*this);
-        if (fd_ < 0) return;
-      }
-    }
+    if (!write_and_notify()) return;
   }
   if (what & EV_CLOSED) peer_closed_ = true;
   if (what & (EV_READ | EV_CLOSED)) {
@@ -185,13 +176,7 @@ void Stream::finish_connect() {
   if (fd_ < 0) return;
   // A producer may have paused while the connect was in progress; if this
   // first write drains the output, it is told here (no write edge follows).
-  std::size_t before = output_length();
-  flush();
-  if (fd_ < 0) return;
-  if (before > 0 && output_length() <= drain_mark_ && handler_) {
-    handler_->on_stream_drained(*this);
-    if (fd_ < 0) return;
-  }
+  if (!write_and_notify()) return;
   // Bytes may have come with the handshake's completion (a server that talks first).
   read_ready_ = true;
   if (reading_) do_read();
@@ -235,50 +220,55 @@ void Stream::do_read() {
   }
 }
 
-bool Stream::do_write() {
+int Stream::write_out() {
+  bool wrote = false;
   while (output_length() > 0) {
     int n = evbuffer_write_atmost(output_, fd_, -1);
     if (n > 0) {
-      if (write_timeout_) write_deadline_ = Clock::now() + *write_timeout_;
+      wrote = true;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       write_ready_ = false;
-      if (write_timeout_) {
-        if (!write_deadline_) write_deadline_ = Clock::now() + *write_timeout_;
+      // The send timeout counts from the last progress: restart it only
+      // when this call moved bytes (one clock read per block, not per write).
+      if (write_timeout_ && (wrote || !write_deadline_)) {
+        write_deadline_ = Clock::now() + *write_timeout_;
         arm_timer();
       }
-      return true;
+      return 0;
     }
-    raise_error(writing, n < 0 ? errno : EPIPE);
-    return false;
+    return n < 0 ? errno : EPIPE;
   }
   write_deadline_.reset();
+  return 0;
+}
+
+bool Stream::write_and_notify() {
+  std::size_t before = output_length();
+  if (before == 0) return true;
+  if (int err = write_out()) {
+    raise_error(writing, err);
+    return false;
+  }
+  if (fd_ < 0) return false;
+  std::size_t after = output_length();
+  if (after < before && after <= drain_mark_ && handler_) {
+    handler_->on_stream_drained(*this);
+    if (fd_ < 0) return false;
+  }
   return true;
 }
 
 void Stream::flush() {
   if (fd_ < 0 || connecting_ || !write_ready_ || output_length() == 0) return;
-  while (output_length() > 0) {
-    int n = evbuffer_write_atmost(output_, fd_, -1);
-    if (n > 0) continue;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      write_ready_ = false;
-      if (write_timeout_) {
-        write_deadline_ = Clock::now() + *write_timeout_;
-        arm_timer();
-      }
-      return;
-    }
+  if (int err = write_out()) {
     // Reported from the loop, never from inside the owner that is writing.
-    last_error_ = n < 0 ? errno : EPIPE;
+    last_error_ = err;
     pending_error_ = true;
     event_active(&io_event_, EV_WRITE, 1);
-    return;
   }
-  write_deadline_.reset();
 }
 
 void Stream::raise_error(short direction, int err) {

@@ -140,7 +140,11 @@ class Stream {
   static void on_timer(evutil_socket_t fd, short what, void* arg);
   void handle_io(short what);
   void do_read();
-  bool do_write();  // false when an error was reported
+  // Writes output() until it is empty or the socket is full; errno on failure.
+  int write_out();
+  // From the loop only: writes, then tells the handler when the output fell
+  // to the drain mark. False when the stream failed or was closed meanwhile.
+  bool write_and_notify();
   void finish_connect();
   void report(short what);
   void arm_timer();
