@@ -4,8 +4,6 @@
 #include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 
-#include <cstdio>
-
 #include "holdfast/exchange.hpp"
 #include "holdfast/worker.hpp"
 
@@ -30,9 +28,7 @@ std::string format_peer(const sockaddr* addr) {
 }  // namespace
 
 ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr, int)
-    : worker_(worker),
-      stream_(worker.base(), fd, false),
-      id_(worker.next_id()) {
+    : worker_(worker), stream_(worker.base(), fd, false), id_(worker.next_id()) {
   peer_ = format_peer(addr);
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -45,10 +41,8 @@ ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr,
 }
 
 ClientConnection::~ClientConnection() {
-  if (exchange_) {
-    exchange_->on_client_gone("shutdown");
-    exchange_.reset();
-  }
+  if (exchange_) exchange_->on_client_gone("shutdown");
+  exchange_.reset();
   stream_.close();
 }
 
@@ -65,13 +59,11 @@ void ClientConnection::start() {
   enter_idle();
 }
 
-void ClientConnection::set_read_timeout(std::optional<std::chrono::milliseconds> t) { stream_.set_read_timeout(t); }
-
 void ClientConnection::enter_idle() {
   state_ = State::idle;
   // The keepalive timeout is kept by the worker's idle list, not by a timer
   // of this connection's own.
-  set_read_timeout(std::nullopt);
+  stream_.set_read_timeout(std::nullopt);
   if (stream_.input_length() == 0) {
     // Nothing pipelined: hold no parser, no buffers and no timer while idle.
     parser_.reset();
@@ -93,6 +85,12 @@ void ClientConnection::on_stream_readable(Stream&) {
     case State::closing:
       evbuffer_drain(input(), evbuffer_get_length(input()));
       break;
+    case State::lingering: {
+      lingered_ += stream_.input_length();
+      evbuffer_drain(input(), evbuffer_get_length(input()));
+      if (lingered_ > kLingerBytes || std::chrono::steady_clock::now() >= deadline_) close_now();
+      break;
+    }
     case State::closed:
       break;
   }
@@ -105,15 +103,11 @@ void ClientConnection::parse_requests() {
     evbuffer* in = input();
     if (evbuffer_get_length(in) == 0) break;
     if (state_ == State::idle) {
-      if (worker_.draining()) {
-        close_now();
-        break;
-      }
       state_ = State::reading_head;
       worker_.unmark_idle(this);
       // The header deadline is armed below only if the head does not arrive
       // in this read, which spares a timer update for almost every request.
-      head_deadline_ = std::chrono::steady_clock::now() + worker_.config().client.header_timeout;
+      deadline_ = std::chrono::steady_clock::now() + worker_.config().client.header_timeout;
     }
     if (!parser_) parser_ = std::make_unique<HttpParser>(HttpParser::Kind::request, worker_.config().client.max_header_bytes);
     evbuffer_iovec v;
@@ -131,9 +125,14 @@ void ClientConnection::parse_requests() {
     if (r.event == HttpParser::Event::head_complete) begin_exchange();
   }
   if (state_ == State::reading_head) {
-    // The head must arrive in full by its deadline, however slowly it drips.
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(head_deadline_ - std::chrono::steady_clock::now());
-    set_read_timeout(std::max(left, std::chrono::milliseconds(1)));
+    if (input_closed_) {
+      // The client shut down its side in the middle of a head: nothing to answer.
+      close_now();
+    } else {
+      // The head must arrive in full by its deadline, however slowly it drips.
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now());
+      stream_.set_read_timeout(std::max(left, std::chrono::milliseconds(1)));
+    }
   }
   in_parse_ = false;
 }
@@ -142,7 +141,10 @@ void ClientConnection::begin_exchange() {
   auto& head = parser_->head();
   worker_.stats().add(Counter::requests);
   ++served_;
+  response_bytes_ = 0;
   request_keep_alive_ = head.keep_alive;
+  request_http11_ = head.version_major > 1 || (head.version_major == 1 && head.version_minor >= 1);
+  request_head_ = head.method == "HEAD";
   if (head.method == "CONNECT") {
     reject(ProxyError::not_implemented, "CONNECT is not supported");
     return;
@@ -155,8 +157,7 @@ void ClientConnection::begin_exchange() {
       ++hosts;
       host = &h.value;
     }
-  bool http11 = head.version_major == 1 && head.version_minor >= 1;
-  if (hosts > 1 || (http11 && hosts == 0)) {
+  if (hosts > 1 || (request_http11_ && hosts == 0)) {
     reject(ProxyError::bad_request, "missing or repeated Host");
     return;
   }
@@ -166,37 +167,29 @@ void ClientConnection::begin_exchange() {
     return;
   }
   state_ = State::exchanging;
-  set_read_timeout(head.chunked || head.content_length > 0 ? std::optional(worker_.config().client.body_timeout)
-                                                           : std::nullopt);
-  exchange_ = std::make_unique<Exchange>(*this, std::move(head), *group);
+  stream_.set_read_timeout(head.chunked || head.content_length > 0
+                               ? std::optional(worker_.config().client.body_timeout)
+                               : std::nullopt);
+  exchange_ = std::make_unique<Exchange>(*this, *this, std::move(head), *group);
   exchange_->start();
 }
 
 void ClientConnection::on_request_complete() {
   // The body timeout ends with the body; the upstream read_timeout governs
   // the wait for the response. Clearing a Stream deadline costs no timer call.
-  set_read_timeout(std::nullopt);
+  stream_.set_read_timeout(std::nullopt);
 }
 
-std::string ClientConnection::response_policy(bool must_close) {
-  const auto& cfg = worker_.config().client;
-  if (must_close || !request_keep_alive_ || served_ >= cfg.keepalive_requests || worker_.draining())
-    close_after_response_ = true;
-  if (close_after_response_) return "Connection: close\r\n";
-  char buf[96];
-  int n = std::snprintf(buf, sizeof buf, "Connection: keep-alive\r\nKeep-Alive: timeout=%lld, max=%llu\r\n",
-                        static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000),
-                        static_cast<unsigned long long>(cfg.keepalive_requests - served_));
-  return std::string(buf, static_cast<std::size_t>(n));
-}
+void ClientConnection::on_exchange_finished() { worker_.post_resume(this); }
 
-void ClientConnection::on_exchange_finished() {
-  if (exchange_) {
-    if (!exchange_->request_complete()) close_after_response_ = true;
-    worker_.defer_delete(std::move(exchange_));
-  }
-  if (close_after_response_) {
-    finish_or_close();
+void ClientConnection::resume_after_exchange() {
+  if (state_ != State::exchanging || !exchange_) return;
+  bool complete = exchange_->request_complete();
+  worker_.defer_delete(std::move(exchange_));
+  if (!complete || close_after_response_) {
+    // Unread request bytes may still be on their way: linger so that they do
+    // not turn into a reset that destroys the answer.
+    close_after_output(!complete || stream_.input_length() > 0);
     return;
   }
   if (reading_paused_) {
@@ -204,9 +197,10 @@ void ClientConnection::on_exchange_finished() {
     stream_.enable_read();
   }
   enter_idle();
-  if (evbuffer_get_length(input()) > 0) parse_requests();
+  if (stream_.input_length() > 0) parse_requests();
+  else if (input_closed_) close_after_output(false);
   // Input may have stopped at its limit while the exchange ran.
-  stream_.kick();
+  if (state_ != State::closed) stream_.kick();
 }
 
 void ClientConnection::reject(ProxyError error, const char* detail) {
@@ -214,25 +208,43 @@ void ClientConnection::reject(ProxyError error, const char* detail) {
   worker_.stats().add(Counter::responses_4xx_local);
   spdlog::info("conn {} {}: {} {}{}{}", id_, peer_, info.status, info.text, detail ? ": " : "", detail ? detail : "");
   close_after_response_ = true;
-  auto page = error_response(info.status, info.text, "Connection: close\r\n");
-  evbuffer_add(output(), page.data(), page.size());
-  stream_.flush();
-  if (auto* log = worker_.access_log()) log->info("{} \"-\" {} in=0 out={} upstream=- reused=0 time=0.000", peer_, info.status, page.size());
-  finish_or_close();
+  auto page = error_response(info.status, info.text, "Connection: close\r\n", request_head_);
+  queue(page.data(), page.size());
+  if (auto* log = worker_.access_log())
+    log->info("{} \"-\" {} in=0 out={} upstream=- reused=0 time=0.000", peer_, info.status, page.size());
+  // What follows a refused request cannot be framed; the client may still be sending it.
+  close_after_output(true);
 }
 
-void ClientConnection::finish_or_close() {
+void ClientConnection::close_after_output(bool linger) {
+  worker_.unmark_idle(this);
   state_ = State::closing;
-  // Nothing more will be read; what is already buffered is discarded.
-  stream_.disable_read();
+  linger_ = linger && !input_closed_;
+  // Nothing more is parsed; what is already buffered is discarded.
   evbuffer_drain(input(), evbuffer_get_length(input()));
+  stream_.set_read_timeout(std::nullopt);
   stream_.flush();
-  if (evbuffer_get_length(output()) == 0) {
-    close_now();
+  if (stream_.output_length() == 0) {
+    start_lingering();
     return;
   }
   // Be told when the output is empty, not merely below the low mark.
   stream_.set_drain_mark(0);
+}
+
+void ClientConnection::start_lingering() {
+  if (!linger_) {
+    close_now();
+    return;
+  }
+  state_ = State::lingering;
+  stream_.shutdown_write();
+  deadline_ = std::chrono::steady_clock::now() + kLingerTime;
+  lingered_ = 0;
+  stream_.set_read_timeout(kLingerReadTimeout);
+  if (reading_paused_) reading_paused_ = false;
+  stream_.enable_read();
+  stream_.kick();
 }
 
 void ClientConnection::pause_reading() {
@@ -252,7 +264,7 @@ void ClientConnection::resume_reading() {
 
 void ClientConnection::on_stream_drained(Stream&) {
   if (state_ == State::closing) {
-    if (evbuffer_get_length(output()) == 0) close_now();
+    if (stream_.output_length() == 0) start_lingering();
     return;
   }
   if (exchange_) exchange_->on_client_drained();
@@ -261,33 +273,94 @@ void ClientConnection::on_stream_drained(Stream&) {
 void ClientConnection::on_stream_event(Stream&, short what) {
   if (state_ == State::closed) return;
   if (what & Stream::timeout) {
-    if (state_ == State::reading_head) {
-      spdlog::info("conn {} {}: request head not received within header_timeout", id_, peer_);
-      reject(ProxyError::request_timeout, nullptr);
-      return;
-    }
-    if (state_ == State::idle) {
-      close_now();  // the client never read its last response: nothing left to abort
-      return;
-    }
-    spdlog::info("conn {} {}: client {} timeout", id_, peer_, (what & Stream::reading) ? "body" : "send");
-    if (exchange_) exchange_->on_client_gone((what & Stream::reading) ? "body timeout" : "send timeout");
-    close_now();
+    on_timeout((what & Stream::reading) != 0);
     return;
   }
-  // EOF or error.
-  if (exchange_) exchange_->on_client_gone((what & Stream::eof) ? "closed" : "connection error");
+  if ((what & Stream::eof) && !(what & Stream::error)) {
+    on_input_closed();
+    return;
+  }
+  if (exchange_) exchange_->on_client_gone("connection error");
   close_now();
 }
 
-void ClientConnection::abort() { close_now(); }
+void ClientConnection::on_timeout(bool reading) {
+  // Each timeout names itself: a client that does not read its answers is
+  // not one whose head is late.
+  switch (state_) {
+    case State::reading_head:
+      if (reading) {
+        spdlog::info("conn {} {}: request head not received within header_timeout", id_, peer_);
+        reject(ProxyError::request_timeout, nullptr);
+        return;
+      }
+      break;
+    case State::exchanging:
+      if (reading && exchange_ && !exchange_->response_started()) {
+        // Answered 408; the connection closes once that is written.
+        exchange_->on_client_body_timeout();
+        return;
+      }
+      if (reading) {
+        if (exchange_) exchange_->on_client_gone("body timeout");
+        close_now();
+        return;
+      }
+      if (exchange_) exchange_->on_client_gone("send timeout");
+      break;
+    case State::lingering:
+      close_now();
+      return;
+    default:
+      break;
+  }
+  spdlog::info("conn {} {}: client send timeout: the client does not read its responses", id_, peer_);
+  close_now();
+}
+
+void ClientConnection::on_input_closed() {
+  input_closed_ = true;
+  switch (state_) {
+    case State::idle:
+      // Pipelined requests that came with the FIN are still answered.
+      if (stream_.input_length() > 0) parse_requests();
+      else close_now();
+      return;
+    case State::reading_head:
+      close_now();
+      return;
+    case State::exchanging:
+      // A half-close after a complete request still gets its response
+      // (RFC 9112 9.6); only a request cut short is abandoned.
+      if (exchange_ && exchange_->request_complete()) return;
+      if (exchange_) exchange_->on_client_gone("closed");
+      close_now();
+      return;
+    case State::closing:
+      linger_ = false;
+      if (stream_.output_length() == 0) close_now();
+      return;
+    case State::lingering:
+    case State::closed:
+      close_now();
+      return;
+  }
+}
 
 void ClientConnection::drain() {
-  if (state_ == State::idle) {
+  if (state_ == State::idle && stream_.input_length() > 0) parse_requests();
+  // A request already in the socket buffer is read and answered (with
+  // Connection: close) before the worker's drain grace closes the idle ones.
+  stream_.kick();
+}
+
+void ClientConnection::close_idle(bool gracefully) {
+  if (state_ != State::idle) return;
+  if (!gracefully) {
     close_now();
     return;
   }
-  close_after_response_ = true;
+  close_after_output(true);
 }
 
 void ClientConnection::close_now() {

@@ -28,6 +28,18 @@ void Listener::stop() {
   }
 }
 
+void Listener::accept_pending() {
+  if (!listener_) return;
+  int lfd = evconnlistener_get_fd(listener_);
+  for (int i = 0; i < 100000; ++i) {  // bounded by the backlog in practice
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = ::accept4(lfd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;  // EAGAIN: the queue is empty (or accept failed: nothing more to take)
+    on_accept_(fd, reinterpret_cast<sockaddr*>(&ss), static_cast<int>(len));
+  }
+}
+
 void Listener::accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg) {
   static_cast<Listener*>(arg)->on_accept_(fd, addr, len);
 }

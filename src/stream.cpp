@@ -64,6 +64,10 @@ void Stream::close() {
   reading_ = false;
 }
 
+void Stream::shutdown_write() noexcept {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+}
+
 void Stream::enable_read() {
   if (reading_ || fd_ < 0) return;
   reading_ = true;

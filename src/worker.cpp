@@ -31,6 +31,7 @@ Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> liste
   event_add(drain_request_event_, nullptr);
   drain_deadline_event_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
   idle_timer_ = evtimer_new(base_, &Worker::on_idle_timer, this);
+  resume_event_ = event_new(base_, -1, 0, &Worker::on_resume, this);
 }
 
 Worker::~Worker() {
@@ -47,6 +48,7 @@ Worker::~Worker() {
   event_free(drain_request_event_);
   event_free(drain_deadline_event_);
   event_free(idle_timer_);
+  event_free(resume_event_);
   event_base_free(base_);
   ::close(drain_fd_);
 }
@@ -84,11 +86,19 @@ void Worker::begin_drain() {
   if (draining_) return;
   draining_ = true;
   event_del(drain_request_event_);
-  for (auto& l : listeners_) l->stop();
+  // Connections already in the accept queue may carry a request: take them
+  // (they are answered with Connection: close) before the socket closes.
+  for (auto& l : listeners_) {
+    l->accept_pending();
+    l->stop();
+  }
   timeval tv{static_cast<time_t>(config().drain_timeout.count() / 1000),
              static_cast<suseconds_t>((config().drain_timeout.count() % 1000) * 1000)};
   evtimer_add(drain_deadline_event_, &tv);
   clients_.for_each([](ClientConnection* c) { c->drain(); });
+  // Idle connections now close after the drain grace instead of keepalive_timeout.
+  if (idle_timer_armed_) event_del(idle_timer_);
+  arm_idle_timer();
   for (auto& p : pools_) p->close_idle();
   maybe_finish_drain();
 }
@@ -117,6 +127,7 @@ void Worker::close_all_clients() {
   clients_.for_each([this](ClientConnection* c) {
     clients_.remove(c);
     idle_.remove(c);
+    resume_.remove(c);
     delete c;
   });
 }
@@ -128,9 +139,18 @@ void Worker::mark_idle(ClientConnection* conn) {
   if (!idle_timer_armed_) arm_idle_timer();
 }
 
+std::chrono::milliseconds Worker::idle_limit() const noexcept {
+  // While draining, a keep-alive client gets a short grace to send the
+  // request it may be about to send (answered with Connection: close), then
+  // a half-close; a busy client thus loses no request to the drain.
+  auto limit = config().client.keepalive_timeout.value;
+  return draining_ ? std::min(limit, kDrainIdleGrace) : limit;
+}
+
 void Worker::arm_idle_timer() {
+  idle_timer_armed_ = false;
   if (idle_.empty()) return;
-  auto deadline = idle_.front()->idle_since + config().client.keepalive_timeout.value;
+  auto deadline = idle_.front()->idle_since + idle_limit();
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now()).count();
   if (us < 0) us = 0;
   timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
@@ -142,15 +162,33 @@ void Worker::on_idle_timer(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   self->idle_timer_armed_ = false;
   auto now = Clock::now();
-  auto timeout = self->config().client.keepalive_timeout.value;
+  auto timeout = self->idle_limit();
   // keepalive_timeout: the ordinary end of an idle connection.
-  while (!self->idle_.empty() && self->idle_.front()->idle_since + timeout <= now)
-    self->idle_.front()->close_idle();
+  while (!self->idle_.empty() && self->idle_.front()->idle_since + timeout <= now) {
+    auto* c = self->idle_.front();
+    self->idle_.remove(c);
+    c->close_idle(self->draining_);
+  }
   self->arm_idle_timer();
+}
+
+void Worker::post_resume(ClientConnection* conn) {
+  if (!resume_.contains(conn)) resume_.push_back(conn);
+  event_active(resume_event_, EV_READ, 0);
+}
+
+void Worker::on_resume(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  while (!self->resume_.empty()) {
+    auto* c = self->resume_.front();
+    self->resume_.remove(c);
+    c->resume_after_exchange();
+  }
 }
 
 void Worker::remove_client(ClientConnection* conn) {
   idle_.remove(conn);
+  resume_.remove(conn);
   if (clients_.contains(conn)) {
     clients_.remove(conn);
     defer_delete(std::unique_ptr<ClientConnection>(conn));

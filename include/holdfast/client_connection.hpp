@@ -1,10 +1,14 @@
-// One client (downstream) connection: reads requests with llhttp, runs one
-// Exchange at a time (pipelined requests wait in the input buffer and are
-// answered in order), and applies holdfast's own keep-alive policy.
+// One client (downstream) HTTP/1 connection: reads requests with llhttp,
+// runs one Exchange at a time (pipelined requests wait in the input buffer and
+// are answered in order), and is that exchange's DownstreamSink: it writes
+// response heads, chunk framing and error answers, and applies holdfast's own
+// keep-alive policy.
 //
 // Ownership: the Worker owns every ClientConnection (remove_client() hands it
 // to the worker's deferred-delete list). A ClientConnection owns its current
-// Exchange; a finished Exchange is deleted on the next loop turn.
+// Exchange; a finished Exchange is deleted on a later loop turn, and the next
+// pipelined request starts from the worker's resume queue, never from inside
+// the previous exchange's stack.
 #pragma once
 
 #include <event2/buffer.h>
@@ -14,6 +18,7 @@
 #include <memory>
 #include <string>
 
+#include "holdfast/downstream.hpp"
 #include "holdfast/errors.hpp"
 #include "holdfast/http_message.hpp"
 #include "holdfast/intrusive_list.hpp"
@@ -30,7 +35,19 @@ inline constexpr std::size_t kHighWater = 256 * 1024;
 inline constexpr std::size_t kLowWater = 64 * 1024;
 inline constexpr std::size_t kReadChunk = 64 * 1024;
 
-class ClientConnection final : private Stream::Handler {
+// Lingering close (nginx's lingering_close): after a final answer to a client
+// that may still be sending, holdfast shuts down its sending side and reads
+// and discards for a while, so that the kernel does not answer the client's
+// late bytes with a reset that could destroy the answer in flight.
+inline constexpr std::chrono::milliseconds kLingerReadTimeout{2000};
+inline constexpr std::chrono::milliseconds kLingerTime{10'000};
+inline constexpr std::size_t kLingerBytes = 64 * 1024 * 1024;
+
+// While draining, how long an idle keep-alive connection is left open for a
+// request its client may be sending at that moment.
+inline constexpr std::chrono::milliseconds kDrainIdleGrace{1000};
+
+class ClientConnection final : private Stream::Handler, public DownstreamSink {
  public:
   ClientConnection(Worker& worker, int fd, const sockaddr* addr, int addrlen);
   ~ClientConnection() override;
@@ -46,9 +63,6 @@ class ClientConnection final : private Stream::Handler {
   // The address part of peer(), without brackets.
   std::string_view peer_ip() const noexcept;
   evbuffer* input() { return stream_.input(); }
-  evbuffer* output() { return stream_.output(); }
-  // Writes what the exchange put in output() (now, as far as the socket takes it).
-  void flush() { stream_.flush(); }
   // Exists from the first byte of a request head until the connection is
   // idle again; an idle connection carries no parser.
   HttpParser& parser() noexcept { return *parser_; }
@@ -56,41 +70,60 @@ class ClientConnection final : private Stream::Handler {
   void resume_reading();
   // The request body has been read in full: stop parsing (pipelined bytes wait).
   void on_request_complete();
-  // Connection and Keep-Alive fields for the response now being written; also
-  // decides whether the connection closes after it. `must_close` when the
-  // response's framing needs the close.
-  std::string response_policy(bool must_close);
-  // The exchange wrote its whole response (or an error page).
+  // The exchange ended with an answer; the client carries on from the
+  // worker's resume queue (same loop iteration, fresh stack).
   void on_exchange_finished();
-  // The response cannot be completed: drop the connection without ending it
-  // as if the response were whole.
-  void abort();
 
-  // Worker is draining: close now if idle, else close after the current response.
+  // DownstreamSink (client_response.cpp)
+  void send_interim(const MessageHead& head) override;
+  void send_head(const MessageHead& head, Framing framing, bool request_complete) override;
+  void send_data(evbuffer* from, std::size_t n) override;
+  void send_data(const char* data, std::size_t n) override;
+  void end(const HeaderList& trailers) override;
+  void send_error(int status, std::string_view text, bool request_complete) override;
+  void abort() override;
+  void flush() override { stream_.flush(); }
+  bool congested() override;
+  std::uint64_t response_bytes() const noexcept override { return response_bytes_; }
+
+  // --- For the Worker ---
+  // Continues after a finished exchange (from the resume queue).
+  void resume_after_exchange();
+  // Draining: the next response says Connection: close; idle connections are
+  // closed by the worker once idle for the drain grace.
   void drain();
   bool idle() const noexcept { return state_ == State::idle; }
-  // keepalive_timeout ran out while idle (called by the worker).
-  void close_idle() { close_now(); }
+  // The idle deadline ran out (called by the worker). `gracefully`: half-close
+  // and linger, for a client that may be sending right now (draining).
+  void close_idle(bool gracefully);
 
   // Links and timestamp owned by the Worker's client lists.
   ListLink<ClientConnection> all_link;
   ListLink<ClientConnection> idle_link;
+  ListLink<ClientConnection> resume_link;
   std::chrono::steady_clock::time_point idle_since{};
 
  private:
-  enum class State { idle, reading_head, exchanging, closing, closed };
+  enum class State { idle, reading_head, exchanging, closing, lingering, closed };
 
   void on_stream_readable(Stream&) override;
   void on_stream_drained(Stream&) override;
   void on_stream_event(Stream&, short what) override;
+  void on_timeout(bool reading);
+  void on_input_closed();
 
   void parse_requests();
   void begin_exchange();
   void reject(ProxyError error, const char* detail);
-  void finish_or_close();
+  // Writes what is pending, then closes; `linger` when the client may still be sending.
+  void close_after_output(bool linger);
+  void start_lingering();
   void close_now();
   void enter_idle();
-  void set_read_timeout(std::optional<std::chrono::milliseconds> t);
+  // Connection and Keep-Alive fields for the answer now being written; also
+  // decides whether the connection closes after it.
+  std::string response_policy(bool must_close);
+  void queue(const char* data, std::size_t n);
 
   Worker& worker_;
   Stream stream_;
@@ -99,12 +132,20 @@ class ClientConnection final : private Stream::Handler {
   std::unique_ptr<HttpParser> parser_;
   std::unique_ptr<Exchange> exchange_;
   State state_ = State::idle;
-  std::uint64_t served_ = 0;          // responses begun on this connection
+  std::uint64_t served_ = 0;          // requests begun on this connection
+  std::uint64_t response_bytes_ = 0;  // of the current answer
   bool close_after_response_ = false;
+  bool linger_ = false;               // closing: half-close and drain reads first
   bool reading_paused_ = false;
   bool in_parse_ = false;             // parse_requests() is on the stack
-  bool request_keep_alive_ = true;    // the current request allows a persistent connection
-  std::chrono::steady_clock::time_point head_deadline_{};
+  bool input_closed_ = false;         // the client shut down its sending side
+  // The request being answered (for the response's framing).
+  bool request_keep_alive_ = true;
+  bool request_http11_ = true;
+  bool request_head_ = false;         // HEAD: answers carry no body
+  bool response_chunked_ = false;     // the current response is chunked to the client
+  std::chrono::steady_clock::time_point deadline_{};  // head deadline, or end of lingering
+  std::size_t lingered_ = 0;
 };
 
 }  // namespace holdfast

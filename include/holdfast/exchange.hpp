@@ -1,21 +1,25 @@
-// One request/response exchange: takes the parsed request head from the
-// client connection, leases an upstream connection from the pool (or opens
-// one), streams the request body up and the response down with
-// backpressure, and decides at the exact end of the message whether the
-// upstream connection may go back to the pool.
+// One request/response exchange, as orchestration only: it takes the parsed
+// request head from the client connection, picks a server and leases a
+// connection for its UpstreamRequest, moves request body bytes up and
+// response events down to the client's DownstreamSink, retries when that is
+// safe, and ends in exactly one place, finish().
 //
-// Ownership: owned by its ClientConnection. While leased, the upstream
-// connection is owned here (`upstream_`) and goes back to the pool (or is
-// closed) in exactly one place, finish_upstream().
+// Its progress is one Phase (see phase.hpp), changed only by enter(), plus
+// one small struct per direction.
+//
+// Ownership: owned by its ClientConnection, which deletes it on a later loop
+// turn; finish() never calls back into the client on its own stack.
 #pragma once
 
 #include <chrono>
 #include <memory>
 #include <string>
 
+#include "holdfast/downstream.hpp"
 #include "holdfast/errors.hpp"
 #include "holdfast/http_message.hpp"
-#include "holdfast/upstream_connection.hpp"
+#include "holdfast/phase.hpp"
+#include "holdfast/upstream_request.hpp"
 
 namespace holdfast {
 
@@ -23,10 +27,10 @@ class ClientConnection;
 class Worker;
 class UpstreamPool;
 
-class Exchange final : public UpstreamConnection::Owner {
+class Exchange final : private UpstreamRequest::Events {
  public:
   // `request` is the head just parsed on `client`; `group` the routed upstream.
-  Exchange(ClientConnection& client, MessageHead&& request, std::size_t group);
+  Exchange(ClientConnection& client, DownstreamSink& sink, MessageHead&& request, std::size_t group);
   ~Exchange() override;
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
@@ -35,93 +39,79 @@ class Exchange final : public UpstreamConnection::Owner {
   // Moves request body bytes from the client's input upward, as far as
   // backpressure allows. Called by the client when bytes arrive.
   void pump_request();
-  bool request_complete() const noexcept { return request_done_; }
+  bool request_complete() const noexcept { return request_.done; }
+  // A head (or an error answer) has gone to the client.
+  bool response_started() const noexcept { return response_.started; }
+  Phase phase() const noexcept { return phase_; }
+
   // The client's output fell below the low watermark.
   void on_client_drained();
-  // The client went away mid-exchange.
+  // The client went away (or must be dropped) mid-exchange: no answer.
   void on_client_gone(const char* why);
-  // A head the client cannot be answered about (e.g. after the client
-  // connection closed) must not linger: drop the upstream side.
-  bool response_started() const noexcept { return response_started_; }
-
-  // UpstreamConnection::Owner
-  void on_upstream_readable(UpstreamConnection& conn) override;
-  void on_upstream_drained(UpstreamConnection& conn) override;
-  void on_upstream_event(UpstreamConnection& conn, short what) override;
+  // The request body stalled past body_timeout before any answer: 408.
+  void on_client_body_timeout();
 
  private:
-  enum class BodyMode { none, length, chunked, until_close };
-
-  // Decodes a chunked body from one side and re-frames it on the other.
-  struct ChunkedRelay final : BodySink {
-    evbuffer* out = nullptr;
-    bool rechunk = true;      // false: pass decoded bytes raw (HTTP/1.0 client, close-delimited)
+  enum class BodyMode { none, length, chunked };
+  struct RequestProgress {
+    BodyMode mode = BodyMode::none;
+    std::uint64_t remaining = 0;  // Content-Length bytes still to move
+    std::uint64_t bytes = 0;      // read from the client, head included
+    bool done = false;
+  };
+  struct ResponseProgress {
+    int status = 0;
+    bool started = false;
+  };
+  // How the exchange ended, for finish().
+  struct Outcome {
+    int status;
+    bool tell_client;             // false when the client connection is going away
+  };
+  // Decoded chunks of a chunked request body go to the upstream request.
+  struct ChunkForwarder final : BodySink {
+    UpstreamRequest* upstream = nullptr;
     HeaderList trailers;
-    // Request side only: the re-framed body is also kept for a retry while
-    // it fits in copy_limit.
-    std::string* copy = nullptr;
-    bool* copy_ok = nullptr;
-    std::size_t copy_limit = 0;
-    void on_body_data(const char* data, std::size_t len) override;
+    void on_body_data(const char* data, std::size_t len) override { upstream->send_chunk(data, len); }
     void on_trailers(HeaderList&& t) override { trailers = std::move(t); }
   };
 
-  void build_upstream_head();
-  void connect_upstream();
-  void attach(std::unique_ptr<UpstreamConnection> conn, bool reused, bool replay);
-  evbuffer* request_sink() const;
+  void enter(Phase next);
+  void finish(const Outcome& outcome);
+  bool connect_upstream();
   void request_body_done();
-  void process_response();
-  bool handle_response_head();
-  void response_done();
   void fail(ProxyError error, const char* detail);
-  bool try_retry(ProxyError error);
-  void finish_upstream(bool reusable);
+  bool try_retry(ProxyError error, RetryClass retry);
   void write_access_log(int status);
-  void arm_upstream_timeouts();
-  std::size_t feed_chunked(HttpParser& parser, evbuffer* from, ChunkedRelay& relay, bool& done, bool& bad);
+
+  // UpstreamRequest::Events
+  void on_upstream_connected() override;
+  void on_request_drained() override;
+  bool response_congested() override;
+  void on_interim_response(const MessageHead& head) override;
+  void on_response_head(const MessageHead& head, UpstreamRequest::BodyMode mode) override;
+  void on_response_data(evbuffer* from, std::size_t n) override;
+  void on_response_data(const char* data, std::size_t n) override;
+  void on_response_end(const HeaderList& trailers) override;
+  void flush_response() override;
+  void on_upstream_error(ProxyError error, const char* detail, RetryClass retry) override;
 
   ClientConnection& client_;
+  DownstreamSink& sink_;
   Worker& worker_;
   UpstreamPool& pool_;
-  MessageHead request_;
+  MessageHead head_;
   std::size_t group_;
   std::size_t server_ = 0;
   std::chrono::steady_clock::time_point started_;
-
-  // Request side
-  BodyMode request_body_ = BodyMode::none;
-  std::uint64_t request_remaining_ = 0;
-  bool request_done_ = false;
+  Phase phase_ = Phase::buffering;
+  RequestProgress request_;
+  ResponseProgress response_;
   bool idempotent_ = false;
   bool expect_continue_ = false;
-  bool upstream_started_ = false;
-  evbuffer* pending_ = nullptr;        // request bytes produced before an upstream was attached
-  std::string replay_;                 // head and body kept for a retry
-  bool replay_complete_ = true;        // false once the body outgrew retry_buffer
-  std::uint64_t queued_up_ = 0;        // bytes added to the current upstream output
-  std::uint64_t bytes_in_ = 0;
-  ChunkedRelay request_relay_;
-
-  // Upstream
-  std::unique_ptr<UpstreamConnection> upstream_;
-  bool reused_ = false;
   bool retried_ = false;
-  bool upstream_bytes_seen_ = false;
-  bool upstream_read_paused_ = false;  // backpressure from the client side
-
-  // Response side
-  HttpParser response_parser_;
-  BodyMode response_body_ = BodyMode::none;
-  std::uint64_t response_remaining_ = 0;
-  bool response_started_ = false;
-  bool response_done_ = false;
-  bool backend_close_ = false;
-  bool client_chunked_ = false;
-  int status_ = 0;
-  std::uint64_t bytes_out_ = 0;
-  ChunkedRelay response_relay_;
-  bool finished_ = false;
+  ChunkForwarder forwarder_;
+  UpstreamRequest upstream_;
 };
 
 }  // namespace holdfast

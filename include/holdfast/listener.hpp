@@ -18,6 +18,8 @@ class Listener {
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;
   void stop();  // stop accepting; the socket is closed
+  // Accepts every connection already queued on the socket (before stop()).
+  void accept_pending();
 
  private:
   static void accept_cb(evconnlistener*, evutil_socket_t, sockaddr*, int, void*);

@@ -134,6 +134,8 @@ class Stream {
 
   // Closes the socket now and goes inert; buffers stay until destruction.
   void close();
+  // Sends FIN (shutdown of the writing side); reading goes on.
+  void shutdown_write() noexcept;
 
  private:
   static void on_io(evutil_socket_t fd, short what, void* arg);

@@ -8,6 +8,7 @@
 #include <spdlog/logger.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -78,6 +79,10 @@ class Worker {
   void mark_idle(ClientConnection* conn);
   void unmark_idle(ClientConnection* conn) { idle_.remove(conn); }
 
+  // Runs conn->resume_after_exchange() later in this loop iteration, on a
+  // fresh stack: an exchange never starts the next one from inside itself.
+  void post_resume(ClientConnection* conn);
+
  private:
   void run();
   void schedule_reaper();
@@ -87,6 +92,8 @@ class Worker {
   static void on_drain_request(evutil_socket_t, short, void*);
   static void on_drain_deadline(evutil_socket_t, short, void*);
   static void on_idle_timer(evutil_socket_t, short, void*);
+  static void on_resume(evutil_socket_t, short, void*);
+  std::chrono::milliseconds idle_limit() const noexcept;
   void arm_idle_timer();
   void on_accept(int fd, const sockaddr* addr, int len);
   void close_all_clients();
@@ -103,6 +110,8 @@ class Worker {
   // Owned: each is deleted through remove_client (or at shutdown).
   IntrusiveList<ClientConnection, &ClientConnection::all_link> clients_;
   IntrusiveList<ClientConnection, &ClientConnection::idle_link> idle_;
+  IntrusiveList<ClientConnection, &ClientConnection::resume_link> resume_;
+  event* resume_event_ = nullptr;
   event* idle_timer_ = nullptr;
   bool idle_timer_armed_ = false;
   std::vector<std::unique_ptr<void, void (*)(void*)>> retired_;

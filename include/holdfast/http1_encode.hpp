@@ -1,0 +1,42 @@
+// HTTP/1.1 serialisation shared by both legs: heads, chunk framing, and the
+// hop-by-hop filter (RFC 9110 7.6.1) applied while copying fields across.
+// Pure functions over strings and evbuffers; no connection state.
+#pragma once
+
+#include <event2/buffer.h>
+
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+#include "holdfast/headers.hpp"
+#include "holdfast/http_message.hpp"
+
+namespace holdfast {
+
+void append_field(std::string& out, std::string_view name, std::string_view value);
+
+// End-to-end fields of `headers`, minus hop-by-hop ones and minus the names
+// in `skip` (fields the caller writes itself). Host is never dropped by a
+// Connection token: routing used it and the backend must see it.
+void append_end_to_end(std::string& out, const HeaderList& headers, std::initializer_list<std::string_view> skip);
+
+void append_chunk_header(std::string& out, std::size_t len);
+void add_chunk_header(evbuffer* out, std::size_t len);
+// "0\r\n", the trailer fields that may cross, and the final CRLF.
+void append_last_chunk(std::string& out, const HeaderList& trailers);
+
+bool is_http11(const MessageHead& h) noexcept;
+bool is_idempotent(const MessageHead& request) noexcept;
+
+// What the proxy adds to a request it forwards.
+struct ForwardInfo {
+  std::string_view client_ip;      // appended to X-Forwarded-For
+  std::string_view default_host;   // Host for a request that had none (HTTP/1.0)
+};
+
+// The request head sent upstream: origin request line as received, end-to-end
+// fields, X-Forwarded-*, Via, and the framing holdfast chose for the body.
+std::string encode_request_head(const MessageHead& request, const ForwardInfo& info);
+
+}  // namespace holdfast

@@ -1,0 +1,105 @@
+// ClientConnection as the exchange's DownstreamSink: HTTP/1 response heads,
+// chunk framing, error answers and the client's Keep-Alive policy.
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+#include "holdfast/client_connection.hpp"
+#include "holdfast/exchange.hpp"
+#include "holdfast/http1_encode.hpp"
+#include "holdfast/worker.hpp"
+
+namespace holdfast {
+
+void ClientConnection::queue(const char* data, std::size_t n) {
+  evbuffer_add(stream_.output(), data, n);
+  response_bytes_ += n;
+}
+
+std::string ClientConnection::response_policy(bool must_close) {
+  const auto& cfg = worker_.config().client;
+  // A client that shut down its sending side gets its pipelined requests
+  // answered; the last of them closes.
+  bool last_input = input_closed_ && stream_.input_length() == 0;
+  if (must_close || !request_keep_alive_ || served_ >= cfg.keepalive_requests || worker_.draining() || last_input)
+    close_after_response_ = true;
+  if (close_after_response_) return "Connection: close\r\n";
+  char buf[96];
+  int n = std::snprintf(buf, sizeof buf, "Connection: keep-alive\r\nKeep-Alive: timeout=%lld, max=%llu\r\n",
+                        static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000),
+                        static_cast<unsigned long long>(cfg.keepalive_requests - served_));
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+void ClientConnection::send_interim(const MessageHead& h) {
+  std::string interim = "HTTP/1.1 " + std::to_string(h.status) + " " + h.reason + "\r\n";
+  append_end_to_end(interim, h.headers, {});
+  interim += "\r\n";
+  queue(interim.data(), interim.size());
+}
+
+void ClientConnection::send_head(const MessageHead& h, Framing framing, bool request_complete) {
+  response_chunked_ = framing == Framing::unknown && request_http11_;
+  std::string head;
+  head.reserve(256 + h.headers.size() * 48);
+  head += "HTTP/1.1 ";
+  head += std::to_string(h.status);
+  head += ' ';
+  head += h.reason;
+  head += "\r\n";
+  // A bodiless answer keeps the Content-Length the backend gave (HEAD).
+  if (framing == Framing::none) append_end_to_end(head, h.headers, {});
+  else append_end_to_end(head, h.headers, {"content-length"});
+  append_field(head, "Via", "1.1 holdfast");
+  if (framing == Framing::length) append_field(head, "Content-Length", std::to_string(h.content_length));
+  else if (response_chunked_) append_field(head, "Transfer-Encoding", chunked_coding_list(h.headers));
+  // An HTTP/1.0 client learns the end of an unknown-length body from the
+  // close; and a request body not read to its end leaves the framing in doubt.
+  head += response_policy((framing == Framing::unknown && !request_http11_) || !request_complete);
+  head += "\r\n";
+  queue(head.data(), head.size());
+}
+
+void ClientConnection::send_data(evbuffer* from, std::size_t n) {
+  evbuffer* out = stream_.output();
+  if (response_chunked_) add_chunk_header(out, n);
+  std::size_t before = evbuffer_get_length(out);
+  evbuffer_remove_buffer(from, out, n);
+  if (response_chunked_) evbuffer_add(out, "\r\n", 2);
+  response_bytes_ += evbuffer_get_length(out) - before;
+}
+
+void ClientConnection::send_data(const char* data, std::size_t n) {
+  if (n == 0) return;
+  evbuffer* out = stream_.output();
+  if (response_chunked_) add_chunk_header(out, n);
+  evbuffer_add(out, data, n);
+  if (response_chunked_) evbuffer_add(out, "\r\n", 2);
+  response_bytes_ += n;
+}
+
+void ClientConnection::end(const HeaderList& trailers) {
+  if (response_chunked_) {
+    std::string last;
+    append_last_chunk(last, trailers);
+    queue(last.data(), last.size());
+  }
+  stream_.flush();
+}
+
+void ClientConnection::send_error(int status, std::string_view text, bool request_complete) {
+  // A request whose body was not read to its end leaves the framing in doubt.
+  auto page = error_response(status, text, response_policy(!request_complete), request_head_);
+  queue(page.data(), page.size());
+  stream_.flush();
+}
+
+void ClientConnection::abort() { close_now(); }
+
+bool ClientConnection::congested() {
+  if (stream_.output_length() < kHighWater) return false;
+  stream_.flush();
+  return stream_.output_length() >= kHighWater;
+}
+
+}  // namespace holdfast

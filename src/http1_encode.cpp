@@ -1,0 +1,87 @@
+#include "holdfast/http1_encode.hpp"
+
+#include <cstdio>
+
+namespace holdfast {
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+void append_end_to_end(std::string& out, const HeaderList& headers, std::initializer_list<std::string_view> skip) {
+  auto tokens = connection_tokens(headers);
+  for (const auto& h : headers) {
+    if (is_hop_by_hop(h.name, tokens) && !iequals(h.name, "host")) continue;
+    bool skipped = false;
+    for (auto s : skip)
+      if (iequals(h.name, s)) {
+        skipped = true;
+        break;
+      }
+    if (!skipped) append_field(out, h.name, h.value);
+  }
+}
+
+void append_chunk_header(std::string& out, std::size_t len) {
+  char buf[24];
+  int n = std::snprintf(buf, sizeof buf, "%zx\r\n", len);
+  out.append(buf, static_cast<std::size_t>(n));
+}
+
+void add_chunk_header(evbuffer* out, std::size_t len) {
+  char buf[24];
+  int n = std::snprintf(buf, sizeof buf, "%zx\r\n", len);
+  evbuffer_add(out, buf, static_cast<std::size_t>(n));
+}
+
+void append_last_chunk(std::string& out, const HeaderList& trailers) {
+  out += "0\r\n";
+  append_end_to_end(out, trailers, {"content-length"});
+  out += "\r\n";
+}
+
+bool is_http11(const MessageHead& h) noexcept {
+  return h.version_major > 1 || (h.version_major == 1 && h.version_minor >= 1);
+}
+
+bool is_idempotent(const MessageHead& h) noexcept {
+  static constexpr std::string_view methods[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+  for (auto m : methods)
+    if (h.method == m) return true;
+  return find_header(h.headers, "idempotency-key") != nullptr;
+}
+
+std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
+  std::string out;
+  out.reserve(256 + h.target.size() + h.headers.size() * 48);
+  out.append(h.method);
+  out.push_back(' ');
+  out.append(h.target);
+  out.append(" HTTP/1.1\r\n");
+  append_end_to_end(out, h.headers, {"content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"});
+
+  const std::string* host = find_header(h.headers, "host");
+  if (!host) append_field(out, "Host", info.default_host);
+  // X-Forwarded-For: the chain so far, then the address holdfast saw.
+  std::string xff;
+  for (const auto& f : h.headers)
+    if (iequals(f.name, "x-forwarded-for") && !f.value.empty()) {
+      if (!xff.empty()) xff += ", ";
+      xff += f.value;
+    }
+  if (!xff.empty()) xff += ", ";
+  xff += info.client_ip;
+  append_field(out, "X-Forwarded-For", xff);
+  append_field(out, "X-Forwarded-Proto", "http");
+  if (host) append_field(out, "X-Forwarded-Host", *host);
+  append_field(out, "Via", "1.1 holdfast");
+  if (h.chunked) append_field(out, "Transfer-Encoding", chunked_coding_list(h.headers));
+  else if (h.has_content_length) append_field(out, "Content-Length", std::to_string(h.content_length));
+  out.append("\r\n");
+  return out;
+}
+
+}  // namespace holdfast

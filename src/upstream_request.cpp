@@ -1,0 +1,336 @@
+#include "holdfast/upstream_request.hpp"
+
+#include <errno.h>
+#include <string.h>
+
+#include "holdfast/client_connection.hpp"
+#include "holdfast/http1_encode.hpp"
+#include "holdfast/upstream_pool.hpp"
+
+namespace holdfast {
+
+UpstreamRequest::UpstreamRequest(Events& events, UpstreamPool& pool, Options options)
+    : events_(events), pool_(pool), options_(options), parser_(HttpParser::Kind::response, 64 * 1024) {
+  relay_.self = this;
+}
+
+UpstreamRequest::~UpstreamRequest() { release(); }
+
+void UpstreamRequest::set_head(std::string head) { replay_ = std::move(head); }
+
+void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reused) {
+  conn_ = std::move(conn);
+  conn_->set_owner(this);
+  conn_id_ = conn_->id;
+  reused_ = reused;
+  ++attempts_;
+  conn_->requests++;
+  if (conn_->requests_left && *conn_->requests_left > 0) --*conn_->requests_left;
+  // A new attempt reads a new response.
+  parser_.reset();
+  relay_.trailers.clear();
+  mode_ = BodyMode::none;
+  remaining_ = 0;
+  head_seen_ = bytes_seen_ = response_complete_ = backend_close_ = paused_ = failed_ = false;
+  queued_ = 0;
+  queue(replay_.data(), replay_.size());
+  // The head is always sent; it is kept for a replay only while it fits.
+  if (attempts_ == 1 && replay_.size() > options_.retry_buffer) {
+    replay_complete_ = false;
+    std::string().swap(replay_);
+  }
+  conn_->stream().enable_read();
+  arm_timeouts();
+}
+
+void UpstreamRequest::queue(const char* data, std::size_t n) {
+  evbuffer_add(conn_->output(), data, n);
+  queued_ += n;
+}
+
+void UpstreamRequest::keep_for_replay(const char* data, std::size_t n) {
+  if (!replay_complete_) return;
+  if (replay_.size() + n > options_.retry_buffer) {
+    replay_complete_ = false;
+    std::string().swap(replay_);
+    return;
+  }
+  replay_.append(data, n);
+}
+
+void UpstreamRequest::send_body(evbuffer* from, std::size_t n) {
+  if (replay_complete_) {
+    if (replay_.size() + n > options_.retry_buffer) {
+      replay_complete_ = false;
+      std::string().swap(replay_);
+    } else {
+      std::size_t old = replay_.size();
+      replay_.resize(old + n);
+      evbuffer_copyout(from, replay_.data() + old, n);
+    }
+  }
+  evbuffer_remove_buffer(from, conn_->output(), n);
+  queued_ += n;
+}
+
+void UpstreamRequest::send_chunk(const char* data, std::size_t n) {
+  if (n == 0) return;
+  std::string frame;
+  append_chunk_header(frame, n);
+  queue(frame.data(), frame.size());
+  queue(data, n);
+  queue("\r\n", 2);
+  keep_for_replay(frame.data(), frame.size());
+  keep_for_replay(data, n);
+  keep_for_replay("\r\n", 2);
+}
+
+void UpstreamRequest::end_request(const HeaderList* trailers) {
+  if (trailers) {
+    // The replay copy ends exactly as the original did, trailers included.
+    std::string last;
+    append_last_chunk(last, *trailers);
+    if (conn_) queue(last.data(), last.size());
+    keep_for_replay(last.data(), last.size());
+  }
+  request_complete_ = true;
+  if (conn_) arm_timeouts();
+}
+
+bool UpstreamRequest::congested() {
+  if (!conn_) return true;
+  if (conn_->stream().output_length() < kHighWater) return false;
+  conn_->stream().flush();
+  return conn_ && conn_->stream().output_length() >= kHighWater;
+}
+
+void UpstreamRequest::flush() {
+  if (conn_) conn_->stream().flush();
+}
+
+void UpstreamRequest::arm_timeouts() {
+  const auto& cfg = pool_.config();
+  auto& s = conn_->stream();
+  if (!conn_->connected()) {
+    s.set_read_timeout(std::nullopt);
+    s.set_write_timeout(cfg.connect_timeout);
+    return;
+  }
+  // The read timeout starts once the whole request is out: a slow upload is
+  // governed by the client's body_timeout, not by the backend's silence.
+  s.set_read_timeout(request_complete_ ? std::optional<Millis>(cfg.read_timeout) : std::nullopt);
+  s.set_write_timeout(cfg.send_timeout);
+}
+
+bool UpstreamRequest::reusable() const noexcept {
+  return conn_ && !failed_ && response_complete_ && request_complete_ && !backend_close_ &&
+         mode_ != BodyMode::until_close && conn_->stream().input_length() == 0 &&
+         conn_->stream().output_length() == 0;
+}
+
+void UpstreamRequest::release() {
+  if (!conn_) return;
+  bool verdict = reusable();
+  conn_->set_owner(nullptr);
+  pool_.release(std::move(conn_), verdict);
+}
+
+void UpstreamRequest::resume_response() {
+  if (!conn_ || !paused_) return;
+  paused_ = false;
+  conn_->stream().enable_read();
+  process_response();
+}
+
+void UpstreamRequest::on_upstream_readable(UpstreamConnection& conn) {
+  if (conn.stream().input_length() > 0) bytes_seen_ = true;
+  process_response();
+}
+
+void UpstreamRequest::on_upstream_drained(UpstreamConnection&) {
+  if (!request_complete_) events_.on_request_drained();
+}
+
+void UpstreamRequest::process_response() {
+  // Whatever this pass produced for the client is written before returning:
+  // one write per pass, not one per chunk.
+  struct FlushOnExit {
+    Events& events;
+    ~FlushOnExit() { events.flush_response(); }
+  } flush_on_exit{events_};
+  while (conn_ && !response_complete_ && !failed_) {
+    evbuffer* in = conn_->input();
+    std::size_t avail = evbuffer_get_length(in);
+    if (avail == 0) return;
+    if (head_seen_ && events_.response_congested()) {
+      if (!paused_) {
+        conn_->stream().disable_read();
+        paused_ = true;
+      }
+      return;
+    }
+    if (!head_seen_) {
+      evbuffer_iovec v;
+      if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) return;
+      auto r = parser_.feed(static_cast<const char*>(v.iov_base), v.iov_len);
+      evbuffer_drain(in, r.consumed);
+      if (r.event == HttpParser::Event::error) {
+        fail(ProxyError::bad_response, parser_.error_reason());
+        return;
+      }
+      if (r.event == HttpParser::Event::head_complete && !handle_head()) return;
+      continue;
+    }
+    switch (mode_) {
+      case BodyMode::none:
+        return;  // surplus bytes after a bodiless response: the verdict refuses reuse
+      case BodyMode::length: {
+        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, remaining_));
+        if (n == 0) return;
+        remaining_ -= n;
+        events_.on_response_data(in, n);
+        if (remaining_ == 0) complete_response();
+        break;
+      }
+      case BodyMode::chunked:
+        if (!feed_chunked(in)) return;
+        break;
+      case BodyMode::until_close:
+        events_.on_response_data(in, avail);
+        break;
+    }
+  }
+}
+
+bool UpstreamRequest::feed_chunked(evbuffer* in) {
+  evbuffer_iovec v;
+  if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) return false;
+  auto r = parser_.feed(static_cast<const char*>(v.iov_base), v.iov_len);
+  evbuffer_drain(in, r.consumed);
+  if (r.event == HttpParser::Event::error) {
+    fail(parser_.failure() == HttpParser::Failure::head_too_large ? ProxyError::bad_response
+                                                                   : ProxyError::closed_mid_response,
+         parser_.error_reason());
+    return false;
+  }
+  if (r.event == HttpParser::Event::message_complete) {
+    complete_response();
+    return false;
+  }
+  return r.consumed > 0;
+}
+
+bool UpstreamRequest::handle_head() {
+  auto& h = parser_.head();
+  // RFC 9110 15: a status outside 100..599 is not HTTP; nothing of it reaches the client.
+  if (h.status < 100 || h.status > 599) {
+    fail(ProxyError::bad_response, "status code outside 100..599");
+    return false;
+  }
+  if (h.status < 200) {
+    if (h.status == 101) {
+      // holdfast strips Upgrade, so a switch it never asked for is a broken answer.
+      fail(ProxyError::bad_response, "101 Switching Protocols without an upgrade");
+      return false;
+    }
+    events_.on_interim_response(h);
+    parser_.reset();
+    return conn_ != nullptr;
+  }
+  const bool bodiless = options_.head_request || h.status == 204 || h.status == 304;
+  if (bodiless) mode_ = BodyMode::none;
+  else if (h.chunked) mode_ = BodyMode::chunked;
+  else if (h.has_transfer_encoding) mode_ = BodyMode::until_close;
+  else if (h.has_content_length) mode_ = BodyMode::length;
+  else mode_ = BodyMode::until_close;
+  remaining_ = h.content_length;
+  if (bodiless) {
+    // llhttp reads a response without a length as close-delimited, not
+    // knowing the request was HEAD; the connection's fate is the fields'.
+    auto tokens = connection_tokens(h.headers);
+    backend_close_ = has_token(tokens, "close") || (!is_http11(h) && !has_token(tokens, "keep-alive"));
+  } else {
+    backend_close_ = !h.keep_alive || mode_ == BodyMode::until_close;
+  }
+  if (!backend_close_) {
+    auto hint = parse_keep_alive(h.headers);
+    if (hint.timeout || hint.max) pool_.learn(*conn_, hint);
+  }
+  head_seen_ = true;
+  events_.on_response_head(h, mode_);
+  if (!conn_ || failed_) return false;
+  // Only a chunked body goes through the parser; the head is done with.
+  if (mode_ == BodyMode::chunked) parser_.resume_chunked_body(&relay_);
+  else parser_.reset();
+  if (mode_ == BodyMode::none || (mode_ == BodyMode::length && remaining_ == 0)) {
+    complete_response();
+    return false;
+  }
+  return true;
+}
+
+void UpstreamRequest::complete_response() {
+  response_complete_ = true;
+  events_.on_response_end(relay_.trailers);
+}
+
+Phase UpstreamRequest::attempt_phase() const noexcept {
+  if (head_seen_) return Phase::streaming;
+  if (conn_ && !conn_->connected()) return Phase::connecting;
+  return request_complete_ ? Phase::awaiting_head : Phase::sending;
+}
+
+void UpstreamRequest::fail(ProxyError error, const char* detail) {
+  if (failed_ || !conn_) return;
+  AttemptFacts facts;
+  facts.phase = attempt_phase();
+  facts.error = error;
+  facts.reused = reused_;
+  std::size_t unsent = conn_->stream().output_length();
+  facts.bytes_accepted = queued_ > unsent ? queued_ - unsent : 0;
+  facts.response_bytes_seen = bytes_seen_;
+  facts.idempotent = options_.idempotent;
+  facts.replay_complete = replay_complete_;
+  failed_ = true;
+  // The connection is given up before anyone hears of the failure: a retry
+  // must never find it again.
+  conn_->set_owner(nullptr);
+  pool_.release(std::move(conn_), false);
+  events_.on_upstream_error(error, detail, classify_retry(facts));
+}
+
+void UpstreamRequest::on_upstream_event(UpstreamConnection& conn, short what) {
+  if (what & Stream::connected) {
+    arm_timeouts();
+    events_.on_upstream_connected();
+    return;
+  }
+  if (!conn.connected()) {
+    if (what & Stream::timeout) {
+      fail(ProxyError::connect_timeout, nullptr);
+    } else {
+      int e = conn.stream().last_error();
+      fail(e == ECONNREFUSED ? ProxyError::connect_refused : ProxyError::connect_failed, strerror(e));
+    }
+    return;
+  }
+  if (what & Stream::timeout) {
+    fail((what & Stream::reading) ? ProxyError::read_timeout : ProxyError::send_timeout, nullptr);
+    return;
+  }
+  if (what & Stream::eof) {
+    process_response();
+    if (!conn_ || failed_ || response_complete_) return;
+    if (head_seen_ && mode_ == BodyMode::until_close) {
+      complete_response();
+      return;
+    }
+  }
+  const char* detail = (what & Stream::error) ? strerror(conn.stream().last_error()) : "end of stream";
+  if (head_seen_) fail(ProxyError::closed_mid_response, detail);
+  else if (bytes_seen_) fail(ProxyError::bad_response, "closed inside the response head");
+  else if ((what & Stream::writing) && (what & Stream::error)) fail(ProxyError::send_failed, detail);
+  else fail(ProxyError::closed_before_response, detail);
+}
+
+}  // namespace holdfast
