@@ -277,7 +277,7 @@ void Exchange::pump_request() {
       bytes_in_ += consumed;
       if (upstream_) queued_up_ += evbuffer_get_length(sink) - before;
       if (bad) {
-        fail(ProxyError::bad_request, client_.parser().error_reason());
+        fail(request_parse_error(client_.parser().failure()), client_.parser().error_reason());
         return;
       }
       if (done) {
