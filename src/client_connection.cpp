@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "holdfast/exchange.hpp"
+#include "holdfast/request_target.hpp"
 #include "holdfast/worker.hpp"
 
 namespace holdfast {
@@ -143,6 +144,8 @@ void ClientConnection::begin_exchange() {
   worker_.stats().add(Counter::requests);
   ++served_;
   request_keep_alive_ = head.keep_alive;
+  // RFC 9112 3.2.2: an absolute-form target's authority replaces Host before Host is checked and routed.
+  if (const char* bad = rewrite_request_target(head)) return reject(ProxyError::bad_request, bad);
   if (head.method == "CONNECT") {
     reject(ProxyError::not_implemented, "CONNECT is not supported");
     return;
