@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "holdfast/exchange.hpp"
+#include "holdfast/request_target.hpp"
 #include "holdfast/worker.hpp"
 
 namespace holdfast {
@@ -115,11 +116,7 @@ void ClientConnection::parse_requests() {
     auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
     evbuffer_drain(in, r.consumed);
     if (r.event == HttpParser::Event::error) {
-      auto failure = parser_->failure();
-      reject(failure == HttpParser::Failure::head_too_large ? ProxyError::head_too_large
-             : failure == HttpParser::Failure::uri_too_long ? ProxyError::uri_too_long
-                                                             : ProxyError::bad_request,
-             parser_->error_reason());
+      reject(request_parse_error(parser_->failure()), parser_->error_reason());
       break;
     }
     if (r.event == HttpParser::Event::head_complete) begin_exchange();
@@ -145,6 +142,8 @@ void ClientConnection::begin_exchange() {
   request_keep_alive_ = head.keep_alive;
   request_http11_ = head.version_major > 1 || (head.version_major == 1 && head.version_minor >= 1);
   request_head_ = head.method == "HEAD";
+  // RFC 9112 3.2.2: an absolute-form target's authority replaces Host before Host is checked and routed.
+  if (const char* bad = rewrite_request_target(head)) return reject(ProxyError::bad_request, bad);
   if (head.method == "CONNECT") {
     reject(ProxyError::not_implemented, "CONNECT is not supported");
     return;

@@ -25,6 +25,16 @@ ErrorInfo describe(ProxyError e) noexcept {
   return {500, "internal error", ErrorSide::internal};
 }
 
+ProxyError request_parse_error(HttpParser::Failure f) noexcept {
+  switch (f) {
+    case HttpParser::Failure::head_too_large: return ProxyError::head_too_large;
+    case HttpParser::Failure::uri_too_long: return ProxyError::uri_too_long;
+    case HttpParser::Failure::none:
+    case HttpParser::Failure::bad_message: break;
+  }
+  return ProxyError::bad_request;
+}
+
 std::string_view reason_phrase(int status) noexcept {
   switch (status) {
     case 400: return "Bad Request";

@@ -103,9 +103,7 @@ void Exchange::pump_request() {
     evbuffer_drain(in, r.consumed);
     request_.bytes += r.consumed;
     if (r.event == HttpParser::Event::error) {
-      fail(client_.parser().failure() == HttpParser::Failure::head_too_large ? ProxyError::head_too_large
-                                                                              : ProxyError::bad_request,
-           client_.parser().error_reason());
+      fail(request_parse_error(client_.parser().failure()), client_.parser().error_reason());
       return;
     }
     if (r.event == HttpParser::Event::message_complete) request_body_done();

@@ -77,6 +77,14 @@ std::string codings_before_chunked(const HeaderList& headers) {
   return out;
 }
 
+std::size_t count_chunked_codings(const HeaderList& headers) {
+  std::size_t n = 0;
+  for (const auto& h : headers)
+    if (iequals(h.name, "transfer-encoding"))
+      for_each_list_item(h.value, [&](std::string_view c) { n += iequals(trim(c.substr(0, c.find(';'))), "chunked"); });
+  return n;
+}
+
 std::string chunked_coding_list(const HeaderList& headers) {
   auto before = codings_before_chunked(headers);
   return before.empty() ? std::string("chunked") : before + ", chunked";

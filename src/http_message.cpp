@@ -13,6 +13,25 @@ std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   return s;
 }
+
+// Checks llhttp leaves to its user, made before a byte of the head is acted
+// on. `status_digits` is the length of a response's status code as received
+// (-1 when unknown). Returns why the head is refused, or nullptr.
+const char* invalid_head(bool request, const MessageHead& h, int status_digits) {
+  // RFC 9110 15: a three-digit code whose first digit is 1 to 5.
+  if (!request && (status_digits != 3 || h.status < 100 || h.status > 599))
+    return "status code is not three digits from 100 to 599";
+  // Decoding chunked twice means one hop reads the body another way than the
+  // next (RFC 9112 6.1: chunked is applied at most once). llhttp refuses most
+  // of these shapes in requests, but not in responses.
+  if (h.has_transfer_encoding && count_chunked_codings(h.headers) > 1)
+    return "Transfer-Encoding names chunked more than once";
+  // llhttp makes this check only after the callback; holdfast pauses there, so
+  // it is made here (RFC 9112 6.3: a request whose last transfer coding is not
+  // chunked cannot be framed).
+  if (request && h.has_transfer_encoding && !h.chunked) return "Transfer-Encoding does not end in chunked";
+  return nullptr;
+}
 }  // namespace
 
 void MessageHead::clear() {
@@ -45,6 +64,7 @@ const llhttp_settings_t* HttpParser::settings() {
     t.on_headers_complete = &HttpParser::on_headers_complete;
     t.on_body = &HttpParser::on_body;
     t.on_message_complete = &HttpParser::on_message_complete;
+    t.on_chunk_header = &HttpParser::on_chunk_header;
     return t;
   }();
   return &table;
@@ -65,7 +85,12 @@ void HttpParser::reset() {
   head_.clear();
   trailers_.clear();
   head_bytes_ = 0;
+  trailer_bytes_ = 0;
   in_head_ = true;
+  in_trailers_ = false;
+  pause_ = Pause::none;
+  status_digits_ = -1;
+  status_counted_ = false;
   url_done_ = false;
   value_started_ = false;
   last_was_lf_ = false;
@@ -76,58 +101,81 @@ void HttpParser::reset() {
 
 HttpParser::Result HttpParser::feed(const char* data, std::size_t len) {
   Result r;
-  if (failure_ != Failure::none) {
-    r.event = Event::error;
-    return r;
-  }
-  std::size_t give = len;
-  bool capped = false;
-  if (in_head_) {
-    std::size_t allowed = max_head_bytes_ > head_bytes_ ? max_head_bytes_ - head_bytes_ : 0;
-    if (give > allowed) {
-      give = allowed;
-      capped = true;
+  // A pause at the last chunk's size line starts the trailer section, which
+  // has a cap of its own: so at most two passes.
+  for (int pass = 0; pass < 2; ++pass) {
+    if (failure_ != Failure::none) {
+      r.event = Event::error;
+      return r;
     }
-  }
-  const bool was_in_head = in_head_;
-  llhttp_errno_t err = give ? llhttp_execute(&parser_, data, give) : HPE_OK;
-  if (was_in_head && (err == HPE_OK || err == HPE_PAUSED)) {
-    std::size_t upto = err == HPE_OK ? give : static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - data);
-    if (has_folded_line(data, upto)) {
+    const char* at = data + r.consumed;
+    std::size_t give = len - r.consumed;
+    // The head and the trailer section are held in memory until they end;
+    // body bytes pass through and are not counted.
+    std::size_t* held = in_head_ ? &head_bytes_ : in_trailers_ ? &trailer_bytes_ : nullptr;
+    bool capped = false;
+    if (held) {
+      std::size_t allowed = max_head_bytes_ > *held ? max_head_bytes_ - *held : 0;
+      if (give > allowed) {
+        give = allowed;
+        capped = true;
+      }
+    }
+    const bool was_in_head = in_head_;
+    if (was_in_head && kind_ == Kind::response && !status_counted_) count_status_digits(at, give);
+    pause_ = Pause::none;
+    llhttp_errno_t err = give ? llhttp_execute(&parser_, at, give) : HPE_OK;
+    if (err != HPE_OK && err != HPE_PAUSED) {
+      failure_ = Failure::bad_message;
+      if (!error_reason_) error_reason_ = llhttp_get_error_reason(&parser_);
+      if (!error_reason_) error_reason_ = llhttp_errno_name(err);
+      r.event = Event::error;
+      return r;
+    }
+    std::size_t used = err == HPE_OK ? give : static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - at);
+    if (was_in_head && has_folded_line(at, used)) {
       failure_ = Failure::bad_message;
       error_reason_ = "obsolete line folding (obs-fold) in a header field";
       r.event = Event::error;
       return r;
     }
-  }
-  if (err == HPE_OK) {
-    r.consumed = give;
-    if (in_head_) head_bytes_ += give;
-    if (capped) {
-      failure_ = (kind_ == Kind::request && !url_done_) ? Failure::uri_too_long : Failure::head_too_large;
-      error_reason_ = "head larger than the limit";
-      r.event = Event::error;
+    r.consumed += used;
+    if (held) *held += used;
+    if (err == HPE_OK) {
+      if (capped) {
+        failure_ = (kind_ == Kind::request && !url_done_) ? Failure::uri_too_long : Failure::head_too_large;
+        error_reason_ = in_trailers_ ? "trailer section larger than the limit" : "head larger than the limit";
+        r.event = Event::error;
+      }
+      return r;
     }
-    return r;
-  }
-  if (err == HPE_PAUSED) {
-    const char* pos = llhttp_get_error_pos(&parser_);
-    r.consumed = static_cast<std::size_t>(pos - data);
-    if (was_in_head) head_bytes_ += r.consumed;
     llhttp_resume(&parser_);
-    if (!in_head_ && sink_ == nullptr) {
-      // Paused by on_headers_complete.
+    if (pause_ == Pause::head) {
       r.event = Event::head_complete;
-    } else {
-      r.event = Event::message_complete;
+      return r;
     }
-    return r;
+    if (pause_ == Pause::message_end) {
+      r.event = Event::message_complete;
+      return r;
+    }
+    // Pause::last_chunk: go on into the trailer section under its own cap.
   }
-  failure_ = Failure::bad_message;
-  if (!error_reason_) error_reason_ = llhttp_get_error_reason(&parser_);
-  if (!error_reason_) error_reason_ = llhttp_errno_name(err);
-  r.event = Event::error;
   return r;
+}
+
+void HttpParser::count_status_digits(const char* data, std::size_t len) {
+  // The status code follows the first space of the status line (llhttp
+  // allows no other); leading empty lines have none.
+  for (std::size_t i = 0; i < len && !status_counted_; ++i) {
+    char c = data[i];
+    if (status_digits_ < 0) {
+      if (c == ' ') status_digits_ = 0;
+    } else if (c >= '0' && c <= '9' && status_digits_ < 4) {
+      ++status_digits_;
+    } else {
+      status_counted_ = true;
+    }
+  }
 }
 
 void HttpParser::resume_chunked_body(BodySink* sink) { sink_ = sink; }
@@ -223,13 +271,12 @@ int HttpParser::on_headers_complete(llhttp_t* p) {
   h.upgrade = p->upgrade != 0 || (s->kind_ == Kind::request && p->method == HTTP_CONNECT);
   s->in_head_ = false;
   s->value_started_ = false;
-  // llhttp makes this check only after the callback; holdfast pauses here, so
-  // it is made here (RFC 9112 6.3: a request whose last transfer coding is not
-  // chunked cannot be framed).
-  if (s->kind_ == Kind::request && h.has_transfer_encoding && !h.chunked) {
-    s->error_reason_ = "Transfer-Encoding does not end in chunked";
+  int digits = s->status_counted_ ? s->status_digits_ : -1;
+  if (const char* why = invalid_head(s->kind_ == Kind::request, h, digits)) {
+    s->error_reason_ = why;
     return -1;
   }
+  s->pause_ = Pause::head;
   return HPE_PAUSED;
 }
 
@@ -239,8 +286,18 @@ int HttpParser::on_body(llhttp_t* p, const char* at, std::size_t len) {
   return 0;
 }
 
+int HttpParser::on_chunk_header(llhttp_t* p) {
+  auto* s = self(p);
+  if (p->content_length != 0 || s->sink_ == nullptr) return 0;
+  // The last chunk: what follows is the trailer section, counted from here.
+  s->in_trailers_ = true;
+  s->pause_ = Pause::last_chunk;
+  return HPE_PAUSED;
+}
+
 int HttpParser::on_message_complete(llhttp_t* p) {
   auto* s = self(p);
+  s->pause_ = Pause::message_end;
   if (s->sink_ && !s->trailers_.empty()) s->sink_->on_trailers(std::move(s->trailers_));
   s->trailers_.clear();
   return HPE_PAUSED;

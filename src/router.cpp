@@ -1,10 +1,15 @@
 #include "holdfast/router.hpp"
 
 #include "holdfast/headers.hpp"
+#include "holdfast/request_target.hpp"
 
 namespace holdfast {
 
-Router::Router(const std::vector<RouteConfig>& routes) : routes_(routes) {}
+Router::Router(const std::vector<RouteConfig>& routes) : routes_(routes) {
+  // Paths are compared normalised, so prefixes are too: "/%7euser/" must
+  // match the "/~user/" it stands for.
+  for (auto& r : routes_) r.path_prefix = normalize_path(r.path_prefix);
+}
 
 namespace {
 std::string_view host_without_port(std::string_view host) {
@@ -15,20 +20,12 @@ std::string_view host_without_port(std::string_view host) {
   auto colon = host.rfind(':');
   return colon == std::string_view::npos ? host : host.substr(0, colon);
 }
-
-// Absolute-form targets ("http://host/path") are routed by their path.
-std::string_view path_of(std::string_view target) {
-  if (!target.empty() && target.front() == '/') return target;
-  auto scheme = target.find("://");
-  if (scheme == std::string_view::npos) return target;
-  auto slash = target.find('/', scheme + 3);
-  return slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-}
 }  // namespace
 
 std::optional<std::size_t> Router::route(std::string_view host, std::string_view target) const {
   auto bare = host_without_port(host);
-  auto path = path_of(target);
+  std::string scratch;
+  auto path = normalized_path(target, scratch);
   for (const auto& r : routes_) {
     if (r.host && !iequals(*r.host, bare)) continue;
     if (path.substr(0, r.path_prefix.size()) != r.path_prefix) continue;

@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "holdfast/http_message.hpp"
+
 namespace holdfast {
 
 enum class ProxyError {
@@ -39,6 +41,10 @@ struct ErrorInfo {
 };
 
 ErrorInfo describe(ProxyError e) noexcept;
+
+// The error a request refused by its parser is answered with, wherever in
+// the request (head or trailer section) the parser stopped: 414, 431 or 400.
+ProxyError request_parse_error(HttpParser::Failure f) noexcept;
 
 // Reason phrase for the statuses holdfast produces itself.
 std::string_view reason_phrase(int status) noexcept;

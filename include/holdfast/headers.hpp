@@ -42,6 +42,10 @@ const std::string* find_header(const HeaderList& headers, std::string_view name)
 // other codings describe the content and must survive re-framing.
 std::string codings_before_chunked(const HeaderList& headers);
 
+// How many of the transfer codings of all Transfer-Encoding fields are
+// chunked (a coding is its token before any ';' parameters).
+std::size_t count_chunked_codings(const HeaderList& headers);
+
 // The Transfer-Encoding value for a leg that holdfast frames as chunked.
 std::string chunked_coding_list(const HeaderList& headers);
 

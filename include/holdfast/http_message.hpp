@@ -54,7 +54,8 @@ class HttpParser {
     message_complete,  // the chunked body ended; nothing after it was consumed
     error,
   };
-  // Which answer a malformed request deserves.
+  // Which answer a malformed request deserves. head_too_large also covers a
+  // trailer section over the limit, on either leg.
   enum class Failure { none, bad_message, head_too_large, uri_too_long };
 
   struct Result {
@@ -62,6 +63,8 @@ class HttpParser {
     Event event = Event::need_more;
   };
 
+  // `max_head_bytes` bounds the head and, separately, the trailer section of
+  // a chunked body: both are held in memory until they end.
   HttpParser(Kind kind, std::size_t max_head_bytes);
   HttpParser(const HttpParser&) = delete;
   HttpParser& operator=(const HttpParser&) = delete;
@@ -96,6 +99,12 @@ class HttpParser {
   static int on_headers_complete(llhttp_t*);
   static int on_body(llhttp_t*, const char*, std::size_t);
   static int on_message_complete(llhttp_t*);
+  static int on_chunk_header(llhttp_t*);
+
+  // Why llhttp last paused, so that feed() knows which event it was.
+  enum class Pause { none, head, last_chunk, message_end };
+
+  void count_status_digits(const char* data, std::size_t len);
 
   int add_field_bytes(std::string& to, const char* at, std::size_t len);
   bool has_folded_line(const char* data, std::size_t len);
@@ -106,7 +115,14 @@ class HttpParser {
   Kind kind_;
   std::size_t max_head_bytes_;
   std::size_t head_bytes_ = 0;
+  std::size_t trailer_bytes_ = 0;
   bool in_head_ = true;
+  bool in_trailers_ = false;    // after the last chunk of a chunked body
+  Pause pause_ = Pause::none;
+  // Digits of a response's status code as received (llhttp accepts "20" and
+  // "0200"); -1 while the space before them has not been seen.
+  int status_digits_ = -1;
+  bool status_counted_ = false;
   bool url_done_ = false;
   bool value_started_ = false;  // a header value is being collected
   bool last_was_lf_ = false;    // the last head byte seen was a line feed

@@ -1,6 +1,8 @@
 // Chooses the upstream group for a request: routes are tried in config order,
-// the first whose host (if any) and path prefix match wins. Immutable after
-// construction, shared by all workers.
+// the first whose host (if any) and path prefix match wins. Paths are compared
+// normalised (normalized_path), so that "/v1/../admin" is matched as the
+// "/admin" a backend resolves it to. Immutable after construction, shared by
+// all workers.
 #pragma once
 
 #include <optional>
@@ -14,7 +16,8 @@ namespace holdfast {
 class Router {
  public:
   explicit Router(const std::vector<RouteConfig>& routes);
-  // `host` is the Host field as received (a port, if any, is ignored).
+  // `host` is the Host field as received (a port, if any, is ignored);
+  // `target` as received ("*" is routed as "/").
   std::optional<std::size_t> route(std::string_view host, std::string_view target) const;
 
  private:

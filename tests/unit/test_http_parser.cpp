@@ -115,3 +115,113 @@ TEST_CASE("responses: status, reason and keep-alive reading") {
   CHECK_FALSE(p.head().keep_alive);
   CHECK_FALSE(p.head().has_content_length);
 }
+
+namespace {
+// Feeds a chunked message body (after its head) in pieces of `piece` bytes;
+// returns the last event.
+HttpParser::Event feed_body(HttpParser& p, const std::string& body, std::size_t piece) {
+  HttpParser::Event last = HttpParser::Event::need_more;
+  for (std::size_t at = 0; at < body.size();) {
+    auto r = p.feed(body.data() + at, std::min(piece, body.size() - at));
+    last = r.event;
+    if (r.event != HttpParser::Event::need_more) break;
+    at += r.consumed;
+  }
+  return last;
+}
+
+std::string trailer_lines(std::size_t bytes) {
+  std::string out;
+  for (int i = 0; out.size() < bytes; ++i) out += "X-T" + std::to_string(i) + ": " + std::string(40, 'v') + "\r\n";
+  return out;
+}
+}  // namespace
+
+TEST_CASE("the trailer section is bounded by the head limit") {
+  for (auto kind : {HttpParser::Kind::request, HttpParser::Kind::response}) {
+    for (std::size_t piece : {std::size_t(1), std::size_t(7), std::size_t(1 << 20)}) {
+      CAPTURE(piece);
+      HttpParser p(kind, 1024);
+      std::string head = kind == HttpParser::Kind::request
+                             ? "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             : "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+      REQUIRE(feed(p, head).event == HttpParser::Event::head_complete);
+      Collect sink;
+      p.resume_chunked_body(&sink);
+      // Body bytes before the last chunk do not count against the limit.
+      std::string body = "800\r\n" + std::string(2048, 'b') + "\r\n0\r\n" + trailer_lines(4096);
+      CHECK(feed_body(p, body, piece) == HttpParser::Event::error);
+      CHECK(p.failure() == HttpParser::Failure::head_too_large);
+      CHECK(sink.body.size() == 2048);
+      CHECK(sink.trailers.empty());
+    }
+  }
+}
+
+TEST_CASE("a trailer section within the limit passes, even after a large body") {
+  HttpParser p(HttpParser::Kind::request, 1024);
+  REQUIRE(feed(p, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").event ==
+          HttpParser::Event::head_complete);
+  Collect sink;
+  p.resume_chunked_body(&sink);
+  std::string trailers = trailer_lines(900);
+  std::string body = "1000\r\n" + std::string(4096, 'b') + "\r\n0\r\n" + trailers + "\r\nNEXT";
+  auto r = feed(p, body);
+  CHECK(r.event == HttpParser::Event::message_complete);
+  CHECK(r.consumed == body.size() - 4);
+  CHECK(sink.body.size() == 4096);
+  CHECK(sink.trailers.size() > 10);
+}
+
+TEST_CASE("a transfer coding list naming chunked more than once is refused") {
+  const char* lists[] = {
+      "Transfer-Encoding: chunked, chunked\r\n",
+      "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: chunked;x=1, chunked\r\n",
+      "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip, Chunked\r\n",
+  };
+  for (const char* te : lists) {
+    std::string shown(te);
+    CAPTURE(shown);
+    HttpParser req(HttpParser::Kind::request, 16384);
+    CHECK(feed(req, std::string("POST / HTTP/1.1\r\nHost: h\r\n") + te + "\r\n").event == HttpParser::Event::error);
+    CHECK(req.failure() == HttpParser::Failure::bad_message);
+    HttpParser resp(HttpParser::Kind::response, 16384);
+    CHECK(feed(resp, std::string("HTTP/1.1 200 OK\r\n") + te + "\r\n").event == HttpParser::Event::error);
+  }
+  HttpParser ok(HttpParser::Kind::response, 16384);
+  CHECK(feed(ok, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n").event ==
+        HttpParser::Event::head_complete);
+}
+
+TEST_CASE("a response status must be three digits from 100 to 599") {
+  using E = HttpParser::Event;
+  struct Case {
+    const char* head;
+    E expected;
+  };
+  const Case cases[] = {
+      {"HTTP/1.1 20 OK\r\n\r\n", E::error},       {"HTTP/1.1 2000 OK\r\n\r\n", E::error},
+      {"HTTP/1.1 099 X\r\n\r\n", E::error},       {"HTTP/1.1 600 X\r\n\r\n", E::error},
+      {"HTTP/1.1 0200 OK\r\n\r\n", E::error},     {"HTTP/1.1 000 X\r\n\r\n", E::error},
+      {"HTTP/1.1 1 X\r\n\r\n", E::error},         {"HTTP/1.1 20\r\n\r\n", E::error},
+      {"HTTP/1.1  200 OK\r\n\r\n", E::error},     {"HTTP/1.1 00000000000000000000000000200 OK\r\n\r\n", E::error},
+      {"HTTP/1.1 100 Continue\r\n\r\n", E::head_complete},
+      {"HTTP/1.1 200\r\n\r\n", E::head_complete},
+      {"HTTP/1.1 599 Odd\r\n\r\n", E::head_complete},
+      {"\r\nHTTP/1.1 204 No Content\r\n\r\n", E::head_complete},
+  };
+  for (const auto& c : cases) {
+    std::string shown(c.head);
+    CAPTURE(shown);
+    for (std::size_t piece : {std::size_t(1), std::size_t(1024)}) {
+      HttpParser p(HttpParser::Kind::response, 16384);
+      CHECK(feed_body(p, c.head, piece) == c.expected);
+    }
+  }
+  // The count starts again for the final response after an interim one.
+  HttpParser p(HttpParser::Kind::response, 16384);
+  REQUIRE(feed(p, "HTTP/1.1 100 Continue\r\n\r\n").event == HttpParser::Event::head_complete);
+  p.reset();
+  CHECK(feed(p, "HTTP/1.1 20 OK\r\n\r\n").event == HttpParser::Event::error);
+}
