@@ -104,7 +104,7 @@ class Loader {
     Config c;
     c.source = source_;
     if (root.IsNull()) fail(root, "(top level)", "the file is empty");
-    expect_map(root, "", {"listen", "workers", "drain_timeout", "client", "upstreams", "routes", "log"});
+    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log"});
 
     if (auto n = root["listen"]) {
       if (n.IsScalar()) c.listen.push_back(endpoint(n, "listen", true));
@@ -115,6 +115,7 @@ class Loader {
     } else {
       c.listen.push_back(Endpoint{"0.0.0.0", 8080, "0.0.0.0:8080"});
     }
+    if (auto n = root["listen_backlog"]) c.listen_backlog = static_cast<int>(count(n, "listen_backlog", 1, 65535));
     if (auto n = root["workers"]) c.workers = static_cast<unsigned>(count(n, "workers", 1, 256));
     if (auto n = root["drain_timeout"]) c.drain_timeout = duration(n, "drain_timeout");
 
@@ -319,7 +320,7 @@ std::string describe_config(const Config& c) {
   o << "# effective configuration of " << c.source << "\n";
   o << "listen: [";
   for (std::size_t i = 0; i < c.listen.size(); ++i) o << (i ? ", " : "") << '"' << c.listen[i].text << '"';
-  o << "]\nworkers: " << c.workers << "\ndrain_timeout: " << format_duration(c.drain_timeout) << "\n";
+  o << "]\nlisten_backlog: " << c.listen_backlog << "\nworkers: " << c.workers << "\ndrain_timeout: " << format_duration(c.drain_timeout) << "\n";
   const auto& cl = c.client;
   o << "client:\n"
     << "  keepalive_timeout: " << format_duration(cl.keepalive_timeout.value) << "\n"

@@ -87,6 +87,10 @@ struct LogConfig {
 struct Config {
   std::string source;               // file the config came from
   std::vector<Endpoint> listen;
+  // listen() backlog of every listening socket (one per address per worker).
+  // 511 as nginx's NGX_LISTEN_BACKLOG on Linux; the kernel caps it at
+  // net.core.somaxconn.
+  int listen_backlog = 511;
   unsigned workers = 1;
   Millis drain_timeout{10'000};
   ClientConfig client;

@@ -128,6 +128,18 @@ class CheckTest(unittest.TestCase):
         self.assertTrue("front" in text.lower() or "load balancer" in text.lower(), text)
         self.assertTrue("60s" in text or "1m" in text, text)
 
+    def test_listen_backlog_is_printed(self):
+        code, out, err = self.check(self.write("backlog.yaml", minimal(top_extra="listen_backlog: 2048\n")))
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"(?m)^listen_backlog: 2048$")
+        code, out, err = self.check(self.write("backlog_default.yaml", minimal()))
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"(?m)^listen_backlog: 511$")
+
+    def test_bad_listen_backlog(self):
+        text = minimal(top_extra="listen_backlog: 0\n")
+        self.assertRefused("bad_backlog.yaml", text, line_of(text, "listen_backlog"), "listen_backlog", "1..65535")
+
     def test_minimal_config_is_valid(self):
         code, out, err = self.check(self.write("minimal.yaml", minimal()))
         self.assertEqual(code, 0, err)

@@ -86,3 +86,13 @@ TEST_CASE("describe_config prints the chain with origins") {
   CHECK(d.find("keepalive_timeout 75s (defaulted)") != std::string::npos);
   CHECK(d.find("idle unknown") != std::string::npos);
 }
+
+TEST_CASE("listen_backlog: 511 by default, declared values kept, range checked") {
+  CHECK(load_config_text(kBase, "t.yaml").listen_backlog == 511);
+  CHECK(load_config_text(std::string(kBase) + "listen_backlog: 4096\n", "t.yaml").listen_backlog == 4096);
+  auto e = error_of(std::string(kBase) + "listen_backlog: 0\n");
+  CHECK(e.find("t.yaml:6: listen_backlog: '0' is out of range (expected 1..65535)") == 0);
+  e = error_of(std::string(kBase) + "listen_backlog: lots\n");
+  CHECK(e.find("t.yaml:6: listen_backlog: 'lots' is not a whole number") == 0);
+  CHECK(describe_config(load_config_text(kBase, "t.yaml")).find("\nlisten_backlog: 511\n") != std::string::npos);
+}
