@@ -45,6 +45,8 @@ struct ClientConfig {
   std::uint64_t max_header_bytes = 16 * 1024;
   // Idle timeout of a load balancer in front of holdfast, when known.
   std::optional<Millis> front_idle_timeout;
+  // Gap kept between the front's idle timeout and keepalive_timeout.
+  TimeoutValue margin{Millis(1000)};
 };
 
 struct KeepaliveConfig {
