@@ -104,7 +104,7 @@ class Loader {
     Config c;
     c.source = source_;
     if (root.IsNull()) fail(root, "(top level)", "the file is empty");
-    expect_map(root, "", {"listen", "workers", "drain_timeout", "client", "upstreams", "routes", "log"});
+    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log"});
 
     if (auto n = root["listen"]) {
       if (n.IsScalar()) c.listen.push_back(endpoint(n, "listen", true));
@@ -115,6 +115,7 @@ class Loader {
     } else {
       c.listen.push_back(Endpoint{"0.0.0.0", 8080, "0.0.0.0:8080"});
     }
+    if (auto n = root["listen_backlog"]) c.listen_backlog = static_cast<int>(count(n, "listen_backlog", 1, 65535));
     if (auto n = root["workers"]) c.workers = static_cast<unsigned>(count(n, "workers", 1, 256));
     if (auto n = root["drain_timeout"]) c.drain_timeout = duration(n, "drain_timeout");
 
@@ -164,8 +165,8 @@ class Loader {
       if (cc.max_header_bytes < 1024 || cc.max_header_bytes > 1024 * 1024)
         fail(v, "client.max_header_bytes", "must be between 1k and 1m");
     }
-    Millis margin{1000};
-    if (auto v = n["margin"]) margin = duration(v, "client.margin");
+    if (auto v = n["margin"]) cc.margin = {duration(v, "client.margin"), Origin::declared};
+    const Millis margin = cc.margin.value;
     if (auto v = n["front_idle_timeout"]) {
       cc.front_idle_timeout = duration(v, "client.front_idle_timeout");
       Millis needed = *cc.front_idle_timeout + margin;
@@ -319,7 +320,7 @@ std::string describe_config(const Config& c) {
   o << "# effective configuration of " << c.source << "\n";
   o << "listen: [";
   for (std::size_t i = 0; i < c.listen.size(); ++i) o << (i ? ", " : "") << '"' << c.listen[i].text << '"';
-  o << "]\nworkers: " << c.workers << "\ndrain_timeout: " << format_duration(c.drain_timeout) << "\n";
+  o << "]\nlisten_backlog: " << c.listen_backlog << "\nworkers: " << c.workers << "\ndrain_timeout: " << format_duration(c.drain_timeout) << "\n";
   const auto& cl = c.client;
   o << "client:\n"
     << "  keepalive_timeout: " << format_duration(cl.keepalive_timeout.value) << "\n"
@@ -329,6 +330,7 @@ std::string describe_config(const Config& c) {
     << "  send_timeout: " << format_duration(cl.send_timeout) << "\n"
     << "  max_header_bytes: " << format_size(cl.max_header_bytes) << "\n";
   if (cl.front_idle_timeout) o << "  front_idle_timeout: " << format_duration(*cl.front_idle_timeout) << "\n";
+  o << "  margin: " << format_duration(cl.margin.value) << "\n";
   o << "upstreams:\n";
   for (const auto& u : c.upstreams) {
     o << "  " << u.name << ":\n    servers:\n";
@@ -359,7 +361,8 @@ std::string describe_config(const Config& c) {
   o << "#   load balancer in front   idle "
     << (cl.front_idle_timeout ? format_duration(*cl.front_idle_timeout) + " (declared)" : std::string("unknown")) << "\n";
   o << "#   holdfast client side     keepalive_timeout " << format_duration(cl.keepalive_timeout.value) << " ("
-    << origin_name(cl.keepalive_timeout.origin) << ")"
+    << origin_name(cl.keepalive_timeout.origin) << "), margin " << format_duration(cl.margin.value) << " ("
+    << origin_name(cl.margin.origin) << ")"
     << (cl.front_idle_timeout ? "  ok: above the front's idle timeout" : "") << "\n";
   for (const auto& u : c.upstreams) {
     o << "#   holdfast pool '" << u.name << "'    idle_timeout " << format_duration(u.keepalive.idle_timeout.value) << " ("

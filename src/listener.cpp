@@ -10,18 +10,39 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <string>
 
 namespace holdfast {
 
-Listener::Listener(event_base* base, int fd, AcceptFn on_accept) : on_accept_(std::move(on_accept)) {
-  listener_ = evconnlistener_new(base, &accept_cb, this, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-  if (listener_) evconnlistener_set_error_cb(listener_, &error_cb);
+namespace {
+double seconds_between(std::chrono::steady_clock::time_point from, std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+}  // namespace
+
+Listener::Listener(event_base* base, int fd, AcceptFn on_accept)
+    : on_accept_(std::move(on_accept)), address_(local_address(fd)) {
+  // Backlog 0: the socket already listens with the configured backlog. Any
+  // other value makes libevent call listen() again (-1 means 128), which
+  // would silently replace ours.
+  listener_ = evconnlistener_new(base, &accept_cb, this, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+  if (!listener_) {
+    spdlog::error("listener {}: cannot watch the socket", address_);
+    ::close(fd);
+    return;
+  }
+  evconnlistener_set_error_cb(listener_, &error_cb);
+  timer_ = evtimer_new(base, &Listener::on_timer, this);
 }
 
-Listener::~Listener() { stop(); }
+Listener::~Listener() {
+  stop();
+  if (timer_) event_free(timer_);
+}
 
 void Listener::stop() {
+  if (timer_) evtimer_del(timer_);
   if (listener_) {
     evconnlistener_free(listener_);
     listener_ = nullptr;
@@ -44,12 +65,74 @@ void Listener::accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, in
   static_cast<Listener*>(arg)->on_accept_(fd, addr, len);
 }
 
-void Listener::error_cb(evconnlistener*, void*) {
-  // EMFILE and friends: libevent keeps the listener; say why connections wait.
-  spdlog::error("accept failed: {}", strerror(errno));
+void Listener::error_cb(evconnlistener*, void* arg) {
+  // libevent calls this for the errors it does not retry by itself (EINTR,
+  // EAGAIN and ECONNABORTED it does); errno is still accept()'s. Every such
+  // error pauses, not only EMFILE/ENFILE: the socket stays readable whatever
+  // the reason, so an immediate retry could only spin.
+  int err = errno;
+  static_cast<Listener*>(arg)->move_to(State::paused, err);
 }
 
-int open_listen_socket(const std::string& host, std::uint16_t port, std::string& error) {
+void Listener::on_timer(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Listener*>(arg);
+  if (!self->listener_) return;
+  self->move_to(self->state_ == State::paused ? State::probing : State::accepting, 0);
+}
+
+//   from       to         when                          log
+//   accepting  paused     accept fails                  outage starts
+//   paused     probing    pause over: accept again      -
+//   probing    paused     accept fails again            reminder, every kStreakReminder
+//   probing    accepting  kSettle without a failure     outage over
+// Near the limit, a resumed listener often accepts a few connections and
+// fails again; probing keeps that inside one outage instead of logging its
+// end and a new start every pause.
+void Listener::move_to(State next, int err) {
+  const auto now = Clock::now();
+  switch (next) {
+    case State::paused:
+      evconnlistener_disable(listener_);
+      arm_timer(kAcceptPause);
+      if (state_ == State::accepting) {
+        outage_start_ = last_logged_ = now;
+        pauses_ = 0;
+        spdlog::error("listener {}: accept failed: {}; pausing accepts for {}ms at a time until they succeed",
+                      address_, strerror(err), kAcceptPause.count());
+      } else if (now - last_logged_ >= kStreakReminder) {
+        last_logged_ = now;
+        spdlog::error("listener {}: accept still failing after {:.1f}s ({} pauses): {}", address_,
+                      seconds_between(outage_start_, now), pauses_, strerror(err));
+      }
+      ++pauses_;
+      break;
+    case State::probing:
+      // Pending connections waited in the kernel's queue meanwhile.
+      evconnlistener_enable(listener_);
+      arm_timer(kSettle);
+      resumed_at_ = now;
+      break;
+    case State::accepting:
+      spdlog::warn("listener {}: accepting again after {:.1f}s of failed accepts ({} pause{})", address_,
+                   seconds_between(outage_start_, resumed_at_), pauses_, pauses_ == 1 ? "" : "s");
+      break;
+  }
+  state_ = next;
+}
+
+void Listener::arm_timer(std::chrono::milliseconds after) {
+  timeval tv{static_cast<time_t>(after.count() / 1000), static_cast<suseconds_t>((after.count() % 1000) * 1000)};
+  evtimer_add(timer_, &tv);  // re-adding replaces a pending deadline
+}
+
+std::optional<int> kernel_somaxconn() {
+  std::ifstream in("/proc/sys/net/core/somaxconn");
+  int value = 0;
+  if (in >> value && value > 0) return value;
+  return std::nullopt;
+}
+
+int open_listen_socket(const std::string& host, std::uint16_t port, int backlog, std::string& error) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -71,7 +154,7 @@ int open_listen_socket(const std::string& host, std::uint16_t port, std::string&
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (res->ai_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (::bind(fd, res->ai_addr, res->ai_addrlen) < 0 || ::listen(fd, 4096) < 0) {
+  if (::bind(fd, res->ai_addr, res->ai_addrlen) < 0 || ::listen(fd, backlog) < 0) {
     error = std::string("cannot listen on ") + host + ":" + service + ": " + strerror(errno);
     ::close(fd);
     freeaddrinfo(res);

@@ -40,6 +40,11 @@ Server::Server(Config config) {
   Router router(config.routes);
   shared_ = std::make_unique<SharedState>(SharedState{std::move(config), std::move(router), std::move(servers), access});
 
+  // The kernel caps the backlog without a word; say so once, here.
+  const int backlog = shared_->config.listen_backlog;
+  if (auto cap = kernel_somaxconn(); cap && *cap < backlog)
+    spdlog::warn("listen_backlog {} is above net.core.somaxconn ({}): the kernel uses {}", backlog, *cap, *cap);
+
   // Listening sockets: worker 0 binds first (port 0 becomes a real port),
   // the others bind the same port with SO_REUSEPORT.
   std::vector<std::vector<int>> fds(shared_->config.workers);
@@ -47,7 +52,7 @@ Server::Server(Config config) {
     std::uint16_t port = ep.port;
     for (unsigned w = 0; w < shared_->config.workers; ++w) {
       std::string error;
-      int fd = open_listen_socket(ep.host, port, error);
+      int fd = open_listen_socket(ep.host, port, backlog, error);
       if (fd < 0) {
         for (auto& list : fds)
           for (int f : list) ::close(f);

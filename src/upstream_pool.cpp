@@ -128,10 +128,7 @@ void UpstreamPool::learn(UpstreamConnection& conn, const KeepAliveHint& hint) {
       worker_.stats().add(Counter::hints_learned);
     }
   }
-  if (hint.max) {
-    conn.requests_left = hint.max;
-    if (s.learned_max != hint.max) s.learned_max = hint.max;
-  }
+  if (hint.max) conn.requests_left = hint.max;
 }
 
 void UpstreamPool::close_idle() {

@@ -45,6 +45,8 @@ struct ClientConfig {
   std::uint64_t max_header_bytes = 16 * 1024;
   // Idle timeout of a load balancer in front of holdfast, when known.
   std::optional<Millis> front_idle_timeout;
+  // Gap kept between the front's idle timeout and keepalive_timeout.
+  TimeoutValue margin{Millis(1000)};
 };
 
 struct KeepaliveConfig {
@@ -87,6 +89,10 @@ struct LogConfig {
 struct Config {
   std::string source;               // file the config came from
   std::vector<Endpoint> listen;
+  // listen() backlog of every listening socket (one per address per worker).
+  // 511 as nginx's NGX_LISTEN_BACKLOG on Linux; the kernel caps it at
+  // net.core.somaxconn.
+  int listen_backlog = 511;
   unsigned workers = 1;
   Millis drain_timeout{10'000};
   ClientConfig client;

@@ -52,7 +52,11 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   void release(std::unique_ptr<UpstreamConnection> conn, bool reusable);
 
   // What the backend said in `Keep-Alive: timeout=N, max=M` on `conn`'s last
-  // response: applied to `conn` and remembered for new connections to its server.
+  // response. Both apply to `conn`; only timeout= is also remembered for new
+  // connections to its server. max= is the number of requests left on that one
+  // connection (Apache counts it down response by response and starts every
+  // new connection afresh), so carrying it over would cut a fresh connection
+  // short with another connection's spent budget.
   void learn(UpstreamConnection& conn, const KeepAliveHint& hint);
 
   // Closes every idle connection (shutdown).
@@ -71,8 +75,7 @@ class UpstreamPool final : public UpstreamConnection::Owner {
  private:
   struct Server {
     std::vector<std::unique_ptr<UpstreamConnection>> idle;  // back() is the newest
-    std::optional<Millis> learned_timeout;
-    std::optional<std::uint64_t> learned_max;
+    std::optional<Millis> learned_timeout;  // the server's, for its new connections
   };
 
   // How long `conn` may stay idle from now, or nullopt if it must not be pooled.

@@ -128,6 +128,31 @@ class CheckTest(unittest.TestCase):
         self.assertTrue("front" in text.lower() or "load balancer" in text.lower(), text)
         self.assertTrue("60s" in text or "1m" in text, text)
 
+    def test_client_margin_is_printed_with_its_origin(self):
+        text = minimal(client_extra="  front_idle_timeout: 60s\n  margin: 3s\n")
+        code, out, err = self.check(self.write("margin.yaml", text))
+        self.assertEqual(code, 0, err)
+        client = out.split("\nclient:\n", 1)[1].split("\nupstreams:", 1)[0]
+        self.assertRegex(client, r"(?m)^  margin: 3s$", "client.margin is missing from the effective config")
+        chain = [ln for ln in out.splitlines() if "client side" in ln]
+        self.assertEqual(len(chain), 1, out)
+        self.assertIn("margin 3s (declared)", chain[0])
+        code, out, err = self.check(self.write("margin_default.yaml", minimal()))
+        self.assertEqual(code, 0, err)
+        self.assertIn("margin 1s (defaulted)", [ln for ln in out.splitlines() if "client side" in ln][0])
+
+    def test_listen_backlog_is_printed(self):
+        code, out, err = self.check(self.write("backlog.yaml", minimal(top_extra="listen_backlog: 2048\n")))
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"(?m)^listen_backlog: 2048$")
+        code, out, err = self.check(self.write("backlog_default.yaml", minimal()))
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"(?m)^listen_backlog: 511$")
+
+    def test_bad_listen_backlog(self):
+        text = minimal(top_extra="listen_backlog: 0\n")
+        self.assertRefused("bad_backlog.yaml", text, line_of(text, "listen_backlog"), "listen_backlog", "1..65535")
+
     def test_minimal_config_is_valid(self):
         code, out, err = self.check(self.write("minimal.yaml", minimal()))
         self.assertEqual(code, 0, err)

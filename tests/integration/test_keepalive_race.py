@@ -64,15 +64,24 @@ class LearnedHintTest(h.ProxyTestCase):
         conns = [backend_conn(c.request("GET", f"/n{i}")) for i in range(3)]
         self.assertEqual(conns, [1, 2, 3])
 
-    def test_learned_max_requests(self):
+    def test_max_hint_is_per_connection(self):
+        # Apache's way: each connection allows 3 requests and says so in every answer
+        # as the number left on that connection (max=2, max=1, then max=0). The
+        # backend keeps the connection open after max=0, so a reuse would show.
         def hook(req, data, close):
-            return insert_header(data, f"Keep-Alive: timeout=60, max={3 - req.req_index}"), close
+            return insert_header(data, f"Keep-Alive: timeout=5, max={max(0, 3 - req.req_index)}"), close
 
         b = self.backend(response_hook=hook)
         p = self.proxy(make_config([b.port]))
         c = self.client(p.port)
         conns = [backend_conn(c.request("GET", f"/m{i}")) for i in range(7)]
+        # A new connection gets the backend's full budget again: the spent max=0 of
+        # the one before is not carried over to it.
         self.assertEqual(conns, [1, 1, 1, 2, 2, 2, 3], "after max=0 the connection must not be reused")
+        self.assertEqual(b.accepted, 3, "connections opened at the backend")
+        self.assertEqual(max(r.req_index for r in b.requests), 3, "a request went past its connection's max=")
+        res = p.stop()
+        self.assertEqual(res.stats.get("evict_max_requests"), 2, res.stats)
 
 
 CASES = {

@@ -86,3 +86,32 @@ TEST_CASE("describe_config prints the chain with origins") {
   CHECK(d.find("keepalive_timeout 75s (defaulted)") != std::string::npos);
   CHECK(d.find("idle unknown") != std::string::npos);
 }
+
+TEST_CASE("listen_backlog: 511 by default, declared values kept, range checked") {
+  CHECK(load_config_text(kBase, "t.yaml").listen_backlog == 511);
+  CHECK(load_config_text(std::string(kBase) + "listen_backlog: 4096\n", "t.yaml").listen_backlog == 4096);
+  auto e = error_of(std::string(kBase) + "listen_backlog: 0\n");
+  CHECK(e.find("t.yaml:6: listen_backlog: '0' is out of range (expected 1..65535)") == 0);
+  e = error_of(std::string(kBase) + "listen_backlog: lots\n");
+  CHECK(e.find("t.yaml:6: listen_backlog: 'lots' is not a whole number") == 0);
+  CHECK(describe_config(load_config_text(kBase, "t.yaml")).find("\nlisten_backlog: 511\n") != std::string::npos);
+}
+
+TEST_CASE("client.margin is kept with its origin and printed by describe_config") {
+  auto c = load_config_text(kBase, "t.yaml");
+  CHECK(c.client.margin.value == Millis(1000));
+  CHECK(c.client.margin.origin == Origin::defaulted);
+  CHECK(describe_config(c).find("keepalive_timeout 75s (defaulted), margin 1s (defaulted)") != std::string::npos);
+
+  c = load_config_text(std::string(kBase) + "client:\n  margin: 2500ms\n  front_idle_timeout: 60s\n", "t.yaml");
+  CHECK(c.client.margin.value == Millis(2500));
+  CHECK(c.client.margin.origin == Origin::declared);
+  CHECK(c.client.keepalive_timeout.value == Millis(75000));
+  auto d = describe_config(c);
+  CHECK(d.find("client:\n") != std::string::npos);
+  CHECK(d.find("  margin: 2500ms\nupstreams:") != std::string::npos);
+  CHECK(d.find("keepalive_timeout 75s (defaulted), margin 2500ms (declared)") != std::string::npos);
+  // The margin still drives the derived keep-alive timeout.
+  c = load_config_text(std::string(kBase) + "client:\n  margin: 5s\n  front_idle_timeout: 90s\n", "t.yaml");
+  CHECK(c.client.keepalive_timeout.value == Millis(95000));
+}
