@@ -20,7 +20,6 @@ ErrorInfo describe(ProxyError e) noexcept {
     case ProxyError::bad_response: return {502, "upstream sent an invalid response", ErrorSide::upstream};
     case ProxyError::closed_mid_response: return {0, "upstream closed the connection mid-response", ErrorSide::upstream};
     case ProxyError::no_route: return {404, "no route", ErrorSide::internal};
-    case ProxyError::shutting_down: return {503, "shutting down", ErrorSide::internal};
   }
   return {500, "internal error", ErrorSide::internal};
 }

@@ -29,7 +29,6 @@ enum class ProxyError {
   closed_mid_response,
   // Internal
   no_route,
-  shutting_down,
 };
 
 enum class ErrorSide { downstream, upstream, internal };

@@ -19,7 +19,7 @@ namespace holdfast {
   X(upstream_reused)      /* requests sent on a pooled connection */               \
   X(retries)              /* requests sent again on a fresh connection */          \
   X(retries_refused)      /* failed on a reused connection, not safe to resend */  \
-  X(hints_learned)        /* Keep-Alive: timeout=/max= answers taken into account*/\
+  X(hints_learned)        /* a backend stated a new Keep-Alive: timeout=   */\
   X(evict_idle_timeout)   /* idle pooled connection reached its idle deadline */   \
   X(evict_hint)           /* not pooled: backend hint left no safe idle time */    \
   X(evict_max_requests)   /* request budget (config or max=) spent */              \
