@@ -211,13 +211,12 @@ void ClientConnection::on_exchange_finished() {
 
 void ClientConnection::reject(ProxyError error, const char* detail) {
   auto info = describe(error);
-  worker_.stats().add(Counter::responses_4xx_local);
   spdlog::info("conn {} {}: {} {}{}{}", id_, peer_, info.status, info.text, detail ? ": " : "", detail ? detail : "");
   close_after_response_ = true;
   auto page = error_response(info.status, info.text, "Connection: close\r\n");
   evbuffer_add(output(), page.data(), page.size());
   stream_.flush();
-  if (auto* log = worker_.access_log()) log->info("{} \"-\" {} in=0 out={} upstream=- reused=0 time=0.000", peer_, info.status, page.size());
+  worker_.finish_exchange({.peer = peer_, .method = {}, .target = {}, .status = info.status, .bytes_out = page.size(), .times = {}});  // metrics: local answer, counted and logged
   finish_or_close();
 }
 

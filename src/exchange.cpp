@@ -173,7 +173,6 @@ void Exchange::build_upstream_head() {
 void Exchange::connect_upstream() {
   server_ = worker_.balancer(group_).pick();
   if (auto conn = pool_.acquire(server_, idempotent_)) {
-    worker_.stats().add(Counter::upstream_reused);
     attach(std::move(conn), true, false);
     return;
   }
@@ -333,6 +332,7 @@ void Exchange::request_body_done() {
 }
 
 void Exchange::on_upstream_readable(UpstreamConnection& conn) {
+  if (times_.first_byte < 0 && evbuffer_get_length(conn.input()) > 0) times_.first_byte = seconds_since(started_);  // metrics: time to first byte
   if (evbuffer_get_length(conn.input()) > 0) upstream_bytes_seen_ = true;
   process_response();
 }
@@ -516,11 +516,11 @@ bool Exchange::try_retry(ProxyError error) {
   std::size_t unsent = evbuffer_get_length(upstream_->output());
   bool nothing_written = unsent >= queued_up_;
   if (!(idempotent_ || nothing_written) || !replay_complete_) {
-    worker_.stats().add(Counter::retries_refused);
+    worker_.stats().add(pool_.slot(server_), Counter::retries_refused);  // metrics: refused retry, per server
     return false;
   }
   retried_ = true;
-  worker_.stats().add(Counter::retries);
+  worker_.stats().add(pool_.slot(server_), error == ProxyError::send_failed ? Counter::retries_send_failed : Counter::retries_closed);  // metrics: retry by reason
   spdlog::info("conn {} upstream {} ({}): {} on a reused connection before any response; sending again on a new connection",
                client_.id(), upstream_->id, pool_.address(server_).text, describe(error).text);
   finish_upstream(false);
@@ -535,6 +535,7 @@ void Exchange::fail(ProxyError error, const char* detail) {
   if (finished_) return;
   auto info = describe(error);
   if (upstream_ && try_retry(error)) return;
+  if (upstream_started_) pool_.note_failure(server_, error);  // metrics: connect failures by reason, server state
   if (info.side == ErrorSide::upstream) {
     worker_.stats().add(Counter::upstream_errors);
     spdlog::warn("conn {} upstream {} ({}): {}{}{}", client_.id(), upstream_ ? upstream_->id : 0,
@@ -567,6 +568,7 @@ void Exchange::on_upstream_drained(UpstreamConnection&) {
 
 void Exchange::on_upstream_event(UpstreamConnection& conn, short what) {
   if (what & Stream::connected) {
+    times_.connect = seconds_since(conn.created);  // metrics: upstream connect time
     arm_upstream_timeouts();
     return;
   }
@@ -617,12 +619,10 @@ void Exchange::on_client_gone(const char* why) {
 }
 
 void Exchange::write_access_log(int status) {
-  auto* log = worker_.access_log();
-  if (!log) return;
-  auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-  log->info("{} \"{} {} HTTP/{}.{}\" {} in={} out={} upstream={} reused={} time={:.3f}", client_.peer(), request_.method,
-            request_.target, request_.version_major, request_.version_minor, status, bytes_in_, bytes_out_,
-            upstream_started_ ? pool_.address(server_).text : std::string("-"), reused_ ? 1 : 0, elapsed);
+  // metrics: one record per exchange feeds both the access log and the per-server figures.
+  worker_.finish_exchange({client_.peer(), request_.method, request_.target, static_cast<int>(request_.version_major),
+                           static_cast<int>(request_.version_minor), status, bytes_in_, bytes_out_, group_, upstream_started_, server_,
+                           reused_, retried_, times_, seconds_since(started_)});
 }
 
 }  // namespace holdfast

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "holdfast/access_log.hpp"  // metrics: ExchangeTimes
 #include "holdfast/errors.hpp"
 #include "holdfast/http_message.hpp"
 #include "holdfast/upstream_connection.hpp"
@@ -122,6 +123,7 @@ class Exchange final : public UpstreamConnection::Owner {
   std::uint64_t bytes_out_ = 0;
   ChunkedRelay response_relay_;
   bool finished_ = false;
+  ExchangeTimes times_;  // metrics: connect and first-byte times for the record
 };
 
 }  // namespace holdfast
