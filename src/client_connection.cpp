@@ -204,13 +204,11 @@ void ClientConnection::resume_after_exchange() {
 
 void ClientConnection::reject(ProxyError error, const char* detail) {
   auto info = describe(error);
-  worker_.stats().add(Counter::responses_4xx_local);
   spdlog::info("conn {} {}: {} {}{}{}", id_, peer_, info.status, info.text, detail ? ": " : "", detail ? detail : "");
   close_after_response_ = true;
   auto page = error_response(info.status, info.text, "Connection: close\r\n", request_head_);
   queue(page.data(), page.size());
-  if (auto* log = worker_.access_log())
-    log->info("{} \"-\" {} in=0 out={} upstream=- reused=0 time=0.000", peer_, info.status, page.size());
+  worker_.finish_exchange({.peer = peer_, .method = {}, .target = {}, .status = info.status, .bytes_out = page.size(), .times = {}});
   // What follows a refused request cannot be framed; the client may still be sending it.
   close_after_output(true);
 }

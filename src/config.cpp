@@ -104,7 +104,7 @@ class Loader {
     Config c;
     c.source = source_;
     if (root.IsNull()) fail(root, "(top level)", "the file is empty");
-    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log"});
+    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log", "admin"});
 
     if (auto n = root["listen"]) {
       if (n.IsScalar()) c.listen.push_back(endpoint(n, "listen", true));
@@ -139,7 +139,7 @@ class Loader {
     }
 
     if (auto n = root["log"]) {
-      expect_map(n, "log", {"level", "access"});
+      expect_map(n, "log", {"level", "access", "access_format"});
       if (auto l = n["level"]) {
         c.log.level = scalar(l, "log.level");
         static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "critical", "off"};
@@ -147,6 +147,20 @@ class Loader {
       }
       if (auto a = n["access"]) c.log.access = scalar(a, "log.access");
       if (c.log.access.empty()) fail(n["access"], "log.access", "expected stdout, stderr, off or a file path");
+      if (auto f = n["access_format"]) {
+        auto format = scalar(f, "log.access_format");
+        if (format == "text") c.log.access_format = AccessFormat::text;
+        else if (format == "json") c.log.access_format = AccessFormat::json;
+        else fail(f, "log.access_format", "'" + format + "' is not a format (expected text or json)");
+      }
+    }
+    if (auto n = root["admin"]) {
+      expect_map(n, "admin", {"listen"});
+      if (auto l = n["listen"]) c.admin.listen = endpoint(l, "admin.listen", true);
+      else fail(n, "admin.listen", "is required when admin is set (e.g. 127.0.0.1:9901)");
+      for (const auto& ep : c.listen)
+        if (c.admin.listen->port != 0 && ep.port == c.admin.listen->port)
+          fail(n["listen"], "admin.listen", "must not share the proxy's port " + std::to_string(ep.port));
     }
     return c;
   }
@@ -353,7 +367,9 @@ std::string describe_config(const Config& c) {
     if (r.host) o << "host: " << *r.host << ", ";
     o << "path_prefix: " << r.path_prefix << "}\n    upstream: " << r.upstream << "\n";
   }
-  o << "log:\n  level: " << c.log.level << "\n  access: " << c.log.access << "\n";
+  o << "log:\n  level: " << c.log.level << "\n  access: " << c.log.access << "\n  access_format: "
+    << (c.log.access_format == AccessFormat::json ? "json" : "text") << "\n";
+  if (c.admin.listen) o << "admin:\n  listen: " << c.admin.listen->text << "\n";
 
   // The chain, outermost hop first. Each caller must give up on an idle
   // connection before the server behind it does.

@@ -63,7 +63,6 @@ void Exchange::start() {
 bool Exchange::connect_upstream() {
   server_ = worker_.balancer(group_).pick();
   if (auto conn = pool_.acquire(server_, idempotent_)) {
-    worker_.stats().add(Counter::upstream_reused);
     upstream_.attach(std::move(conn), true);
     enter(request_.done ? Phase::awaiting_head : Phase::sending);
     return true;
@@ -123,9 +122,6 @@ void Exchange::request_body_done() {
 // --- Upstream events ---
 
 void Exchange::on_upstream_connected() {
-  // A retry counts once its new connection is up: one whose connect fails
-  // is reported with that final cause instead.
-  if (upstream_.attempts() > 1) worker_.stats().add(Counter::retries);
   if (phase_ == Phase::connecting) enter(request_.done ? Phase::awaiting_head : Phase::sending);
 }
 
@@ -177,7 +173,7 @@ bool Exchange::try_retry(ProxyError error, RetryClass retry) {
   if (retry == RetryClass::never) {
     // Only a failure that could be the race counts as a refused retry.
     if (error == ProxyError::closed_before_response || error == ProxyError::send_failed)
-      worker_.stats().add(Counter::retries_refused);
+      worker_.stats().add(pool_.slot(server_), Counter::retries_refused);
     return false;
   }
   retried_ = true;
@@ -191,6 +187,10 @@ bool Exchange::try_retry(ProxyError error, RetryClass retry) {
     fail(err == ECONNREFUSED ? ProxyError::connect_refused : ProxyError::connect_failed, strerror(err));
     return true;
   }
+  // Counted only once a new connection exists: a retry whose connect fails
+  // at once is reported with that final cause instead.
+  worker_.stats().add(pool_.slot(server_),
+                      error == ProxyError::send_failed ? Counter::retries_send_failed : Counter::retries_closed);
   upstream_.attach(std::move(conn), false);
   enter(Phase::connecting);
   upstream_.flush();
@@ -206,6 +206,7 @@ void Exchange::fail(ProxyError error, const char* detail) {
   if (phase_ == Phase::done) return;
   auto info = describe(error);
   if (info.side == ErrorSide::upstream) {
+    pool_.note_failure(server_, error);
     worker_.stats().add(Counter::upstream_errors);
     spdlog::warn("conn {} upstream {} ({}): {}{}{}", client_.id(), upstream_.connection_id(),
                  pool_.address(server_).text, info.text, detail ? ": " : "", detail ? detail : "");
@@ -250,13 +251,15 @@ void Exchange::finish(const Outcome& outcome) {
 }
 
 void Exchange::write_access_log(int status) {
-  auto* log = worker_.access_log();
-  if (!log) return;
-  auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-  log->info("{} \"{} {} HTTP/{}.{}\" {} in={} out={} upstream={} reused={} time={:.3f}", client_.peer(), head_.method,
-            head_.target, head_.version_major, head_.version_minor, status, request_.bytes, sink_.response_bytes(),
-            upstream_.attempts() > 0 ? pool_.address(server_).text : std::string("-"), upstream_.reused() ? 1 : 0,
-            elapsed);
+  // One record per exchange feeds both the access log and the per-server figures.
+  ExchangeTimes times;
+  times.connect = upstream_.connect_seconds();
+  if (upstream_.first_byte_at() != Clock::time_point{})
+    times.first_byte = std::chrono::duration<double>(upstream_.first_byte_at() - started_).count();
+  worker_.finish_exchange({client_.peer(), head_.method, head_.target, static_cast<int>(head_.version_major),
+                           static_cast<int>(head_.version_minor), status, request_.bytes, sink_.response_bytes(),
+                           group_, upstream_.attempts() > 0, server_, upstream_.reused(), retried_, times,
+                           seconds_since(started_)});
 }
 
 }  // namespace holdfast

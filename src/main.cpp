@@ -83,10 +83,11 @@ int main(int argc, char** argv) {
 
   int sig = 0;
   sigwait(&set, &sig);
-  spdlog::info("received {}, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  // Draining first, then the log line: /ready must turn 503 at once.
   server->request_drain();
+  spdlog::info("received {}, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   server->wait();
-  spdlog::info("stats: {}", server->totals().format());
+  spdlog::info("stats: {}", server->snapshot().format());
   spdlog::info("stopped");
   return 0;
 }

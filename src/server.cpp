@@ -38,7 +38,15 @@ Server::Server(Config config) {
     servers.push_back(std::move(list));
   }
   Router router(config.routes);
-  shared_ = std::make_unique<SharedState>(SharedState{std::move(config), std::move(router), std::move(servers), access});
+  MetricsLayout layout;
+  for (const auto& u : config.upstreams) {
+    MetricsLayout::Upstream entry{u.name, layout.slots, {}};
+    for (const auto& s : u.servers) entry.servers.push_back(s.text);
+    layout.slots += u.servers.size();
+    layout.upstreams.push_back(std::move(entry));
+  }
+  shared_ = std::make_unique<SharedState>(
+      SharedState{std::move(config), std::move(router), std::move(servers), access, std::move(layout)});
 
   // The kernel caps the backlog without a word; say so once, here.
   const int backlog = shared_->config.listen_backlog;
@@ -66,6 +74,17 @@ Server::Server(Config config) {
       fds[w].push_back(fd);
     }
   }
+  if (const auto& ep = shared_->config.admin.listen) {
+    std::string error;
+    int fd = open_listen_socket(ep->host, ep->port, 128, error);
+    if (fd < 0) {
+      for (auto& list : fds)
+        for (int f : list) ::close(f);
+      throw ConfigError(shared_->config.source + ": admin.listen: " + error);
+    }
+    admin_address_ = local_address(fd);
+    admin_ = std::make_unique<Admin>(*this, fd);
+  }
   for (unsigned w = 0; w < shared_->config.workers; ++w)
     workers_.push_back(std::make_unique<Worker>(*shared_, w, std::move(fds[w])));
 }
@@ -73,15 +92,23 @@ Server::Server(Config config) {
 Server::~Server() {
   request_drain();
   wait();
+  if (admin_) admin_->stop();
 }
 
 void Server::start() {
+  // The admin address is logged before "listening on": whoever waits for the
+  // latter (scripts, tests) knows both.
+  if (admin_) {
+    admin_->start();
+    spdlog::info("admin listener on {}", admin_address_);
+  }
   for (auto& w : workers_) w->start();
   for (std::size_t i = 0; i < listening_.size(); ++i)
     spdlog::info("listening on {} ({} worker{})", listening_[i], workers_.size(), workers_.size() == 1 ? "" : "s");
 }
 
 void Server::request_drain() {
+  draining_.store(true, std::memory_order_relaxed);
   for (auto& w : workers_) w->request_drain();
 }
 
@@ -89,10 +116,16 @@ void Server::wait() {
   for (auto& w : workers_) w->join();
 }
 
-Stats Server::totals() const {
-  Stats total;
-  for (const auto& w : workers_) total += w->stats();
+Snapshot Server::snapshot() const {
+  Snapshot total(shared_->layout.slots);
+  for (const auto& w : workers_) total += w->stats().read();
   return total;
+}
+
+bool Server::live() const noexcept {
+  for (const auto& w : workers_)
+    if (!w->running()) return false;
+  return !workers_.empty();
 }
 
 }  // namespace holdfast

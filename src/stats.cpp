@@ -1,29 +1,84 @@
 #include "holdfast/stats.hpp"
 
+#include <algorithm>
+
 namespace holdfast {
 
 namespace {
-constexpr const char* kNames[] = {
-#define HOLDFAST_NAME(name) #name,
-    HOLDFAST_COUNTERS(HOLDFAST_NAME)
-#undef HOLDFAST_NAME
+constexpr CounterInfo kCounterInfo[] = {
+#define HOLDFAST_INFO(id, scope, family, labels, help) {#id, Scope::scope, family, labels, help},
+    HOLDFAST_COUNTERS(HOLDFAST_INFO)
+#undef HOLDFAST_INFO
+};
+constexpr GaugeInfo kGaugeInfo[] = {
+#define HOLDFAST_INFO(id, scope, family, labels, aggregate, scale, help) \
+  {#id, Scope::scope, family, labels, Aggregate::aggregate, scale, help},
+    HOLDFAST_GAUGES(HOLDFAST_INFO)
+#undef HOLDFAST_INFO
+};
+constexpr HistogramInfo kHistogramInfo[] = {
+#define HOLDFAST_INFO(id, family, help) {#id, family, help},
+    HOLDFAST_HISTOGRAMS(HOLDFAST_INFO)
+#undef HOLDFAST_INFO
 };
 }  // namespace
 
-Stats& Stats::operator+=(const Stats& other) noexcept {
-  for (std::size_t i = 0; i < values.size(); ++i) values[i] += other.values[i];
+const CounterInfo& info(Counter c) { return kCounterInfo[static_cast<std::size_t>(c)]; }
+const GaugeInfo& info(Gauge g) { return kGaugeInfo[static_cast<std::size_t>(g)]; }
+const HistogramInfo& info(Histogram h) { return kHistogramInfo[static_cast<std::size_t>(h)]; }
+
+Snapshot::Snapshot(std::size_t n)
+    : slots(n), counters(n * kCounters), gauges(n * kGauges), histograms(n * kHistograms * kHistogramCells) {}
+
+std::uint64_t Snapshot::total(Counter c) const {
+  std::uint64_t sum = 0;
+  for (std::size_t s = 0; s < slots; ++s) sum += get(s, c);
+  return sum;
+}
+
+Snapshot& Snapshot::operator+=(const Snapshot& other) {
+  for (std::size_t i = 0; i < counters.size(); ++i) counters[i] += other.counters[i];
+  for (std::size_t i = 0; i < histograms.size(); ++i) histograms[i] += other.histograms[i];
+  for (std::size_t i = 0; i < gauges.size(); ++i) {
+    if (kGaugeInfo[i % kGauges].aggregate == Aggregate::max) gauges[i] = std::max(gauges[i], other.gauges[i]);
+    else gauges[i] += other.gauges[i];
+  }
   return *this;
 }
 
-std::string Stats::format() const {
+std::string Snapshot::format() const {
   std::string out;
-  for (std::size_t i = 0; i < values.size(); ++i) {
+  for (std::size_t i = 0; i < kCounters; ++i) {
     if (i) out += ' ';
-    out += kNames[i];
+    out += kCounterInfo[i].id;
     out += '=';
-    out += std::to_string(values[i]);
+    out += std::to_string(total(static_cast<Counter>(i)));
   }
   return out;
+}
+
+Stats::Stats(std::size_t slots)
+    : slots_(slots),
+      counters_(std::make_unique<Cell[]>(slots * kCounters)),
+      gauges_(std::make_unique<Cell[]>(slots * kGauges)),
+      histograms_(std::make_unique<Cell[]>(slots * kHistograms * kHistogramCells)) {}
+
+void Stats::observe(std::size_t slot, Histogram h, double seconds) noexcept {
+  if (seconds < 0) seconds = 0;
+  Cell* cells = &histograms_[(slot * kHistograms + static_cast<std::size_t>(h)) * kHistogramCells];
+  std::size_t b = 0;
+  while (b < kBuckets && seconds > kBucketBounds[b]) ++b;
+  bump(cells[b], 1);
+  bump(cells[kBuckets + 1], static_cast<std::uint64_t>(seconds * 1e9));
+}
+
+Snapshot Stats::read() const {
+  Snapshot s(slots_);
+  for (std::size_t i = 0; i < s.counters.size(); ++i) s.counters[i] = counters_[i].load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < s.gauges.size(); ++i)
+    s.gauges[i] = static_cast<std::int64_t>(gauges_[i].load(std::memory_order_relaxed));
+  for (std::size_t i = 0; i < s.histograms.size(); ++i) s.histograms[i] = histograms_[i].load(std::memory_order_relaxed);
+  return s;
 }
 
 }  // namespace holdfast

@@ -6,8 +6,9 @@
 
 namespace holdfast {
 
-UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config, const std::vector<ServerAddress>& servers)
-    : worker_(worker), config_(config), servers_(servers.size()) {
+UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config, const std::vector<ServerAddress>& servers,
+                           std::size_t first_slot)
+    : worker_(worker), config_(config), servers_(servers.size()), first_slot_(first_slot) {
   for (const auto& s : servers) addresses_.push_back(&s);
 }
 
@@ -22,19 +23,21 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bo
     // The peek: a connection the backend closed (or wrote to) while idle is
     // dropped here at no cost to the request, before a byte is written.
     if (!conn->quiet_and_open()) {
-      worker_.stats().add(Counter::evict_dead_at_checkout);
+      worker_.stats().add(slot(server), Counter::evict_dead_at_checkout);
       retire(std::move(conn));
       continue;
     }
     if (!idempotent && conn->backend_idle_timeout) {
       auto deadline = conn->last_used + *conn->backend_idle_timeout;
       if (now + config_.keepalive.margin >= deadline) {
-        worker_.stats().add(Counter::nonidempotent_skipped);
+        worker_.stats().add(slot(server), Counter::nonidempotent_skipped);
         retire(std::move(conn));
         continue;
       }
     }
     conn->set_owner(nullptr);
+    worker_.stats().add(slot(server), Counter::upstream_reused);
+    publish(server);
     return conn;
   }
   return nullptr;
@@ -45,8 +48,10 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::open(std::size_t server, int& 
   auto conn = UpstreamConnection::open(worker_.base(), reinterpret_cast<const sockaddr*>(&a.addr), a.len, server,
                                        worker_.next_id(), err);
   if (!conn) return nullptr;
-  worker_.stats().add(Counter::upstream_connects);
-  const auto& s = servers_[server];
+  worker_.stats().add(slot(server), Counter::upstream_connects);
+  auto& s = servers_[server];
+  ++s.open;
+  publish(server);
   // What the backend said on earlier connections holds for this one until it
   // says otherwise; failing that, what the operator declared.
   if (s.learned_timeout) conn->backend_idle_timeout = s.learned_timeout;
@@ -88,8 +93,11 @@ std::optional<Millis> UpstreamPool::idle_budget(const UpstreamConnection& conn, 
 }
 
 void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, bool reusable) {
+  // A connection that connected proves the server reachable again.
+  if (conn->connected() && conn->requests > 0) worker_.stats().set(slot(conn->server), Gauge::connect_failing, 0);
   if (!reusable || worker_.draining() || config_.keepalive.max_idle == 0) {
-    worker_.stats().add(Counter::evict_not_reusable);
+    // A connect that failed is counted as such, not as a pooling decision.
+    if (conn->connected()) worker_.stats().add(slot(conn->server), Counter::evict_not_reusable);
     retire(std::move(conn));
     return;
   }
@@ -97,14 +105,14 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, bool reusab
   Counter why;
   auto budget = idle_budget(*conn, now, &why);
   if (!budget) {
-    worker_.stats().add(why);
+    worker_.stats().add(slot(conn->server), why);
     retire(std::move(conn));
     return;
   }
   auto& s = servers_[conn->server];
   if (s.idle.size() >= config_.keepalive.max_idle) {
     // Keep the newest: drop the one that has waited longest.
-    worker_.stats().add(Counter::evict_pool_full);
+    worker_.stats().add(slot(conn->server), Counter::evict_pool_full);
     retire(std::move(s.idle.front()));
     s.idle.erase(s.idle.begin());
   }
@@ -116,7 +124,9 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, bool reusab
   conn->stream().set_write_timeout(std::nullopt);
   conn->stream().set_read_timeout(*budget);
   conn->stream().enable_read();
+  auto server = conn->server;
   s.idle.push_back(std::move(conn));
+  publish(server);
 }
 
 void UpstreamPool::learn(UpstreamConnection& conn, const KeepAliveHint& hint) {
@@ -125,17 +135,39 @@ void UpstreamPool::learn(UpstreamConnection& conn, const KeepAliveHint& hint) {
     conn.backend_idle_timeout = hint.timeout;
     if (s.learned_timeout != hint.timeout) {
       s.learned_timeout = hint.timeout;
-      worker_.stats().add(Counter::hints_learned);
+      worker_.stats().add(slot(conn.server), Counter::hints_learned);
+      worker_.stats().set(slot(conn.server), Gauge::learned_timeout_ms, hint.timeout->count());
     }
   }
   if (hint.max) conn.requests_left = hint.max;
 }
 
-void UpstreamPool::close_idle() {
-  for (auto& s : servers_) {
-    for (auto& c : s.idle) retire(std::move(c));
-    s.idle.clear();
+void UpstreamPool::note_failure(std::size_t server, ProxyError error) {
+  Counter c;
+  switch (error) {
+    case ProxyError::connect_refused: c = Counter::connect_refused; break;
+    case ProxyError::connect_timeout: c = Counter::connect_timeout; break;
+    case ProxyError::connect_failed: c = Counter::connect_error; break;
+    default: return;
   }
+  worker_.stats().add(slot(server), c);
+  worker_.stats().set(slot(server), Gauge::connect_failing, 1);
+}
+
+void UpstreamPool::close_idle() {
+  for (std::size_t i = 0; i < servers_.size(); ++i) {
+    // Moved out first: retire() publishes gauges that read the list.
+    auto idle = std::move(servers_[i].idle);
+    servers_[i].idle.clear();
+    for (auto& c : idle) retire(std::move(c));
+  }
+}
+
+void UpstreamPool::publish(std::size_t server) {
+  const auto& s = servers_[server];
+  auto idle = static_cast<std::int64_t>(s.idle.size());
+  worker_.stats().set(slot(server), Gauge::upstream_idle, idle);
+  worker_.stats().set(slot(server), Gauge::upstream_active, static_cast<std::int64_t>(s.open) - idle);
 }
 
 void UpstreamPool::evict(UpstreamConnection& conn, Counter why) {
@@ -144,7 +176,7 @@ void UpstreamPool::evict(UpstreamConnection& conn, Counter why) {
   if (it == idle.end()) return;  // not ours: nothing to do
   std::unique_ptr<UpstreamConnection> owned = std::move(*it);
   idle.erase(it);
-  worker_.stats().add(why);
+  worker_.stats().add(slot(conn.server), why);
   retire(std::move(owned));
 }
 
@@ -152,6 +184,9 @@ void UpstreamPool::retire(std::unique_ptr<UpstreamConnection> conn) {
   if (!conn) return;
   conn->set_owner(nullptr);
   conn->close();
+  auto& s = servers_[conn->server];
+  if (s.open > 0) --s.open;
+  publish(conn->server);
   // Possibly on this connection's own callback stack: free it next turn.
   worker_.defer_delete(std::move(conn));
 }

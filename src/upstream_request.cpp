@@ -32,6 +32,8 @@ void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reus
   mode_ = BodyMode::none;
   remaining_ = 0;
   head_seen_ = bytes_seen_ = response_complete_ = backend_close_ = paused_ = failed_ = false;
+  connect_seconds_ = -1;
+  first_byte_at_ = {};
   queued_ = 0;
   queue(replay_.data(), replay_.size());
   // The head is always sent; it is kept for a replay only while it fits.
@@ -143,7 +145,10 @@ void UpstreamRequest::resume_response() {
 }
 
 void UpstreamRequest::on_upstream_readable(UpstreamConnection& conn) {
-  if (conn.stream().input_length() > 0) bytes_seen_ = true;
+  if (!bytes_seen_ && conn.stream().input_length() > 0) {
+    bytes_seen_ = true;
+    first_byte_at_ = Clock::now();
+  }
   process_response();
 }
 
@@ -301,6 +306,7 @@ void UpstreamRequest::fail(ProxyError error, const char* detail) {
 
 void UpstreamRequest::on_upstream_event(UpstreamConnection& conn, short what) {
   if (what & Stream::connected) {
+    connect_seconds_ = std::chrono::duration<double>(Clock::now() - conn.created).count();
     arm_timeouts();
     events_.on_upstream_connected();
     return;

@@ -9,7 +9,7 @@
 namespace holdfast {
 
 Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> listen_fds)
-    : shared_(shared), index_(index) {
+    : shared_(shared), index_(index), stats_(shared.layout.slots) {
   // Each base is used by its own thread only, so libevent runs without locks;
   // the one cross-thread message (drain) arrives through an eventfd.
   event_config* cfg = event_config_new();
@@ -19,7 +19,8 @@ Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> liste
   event_config_free(cfg);
   drain_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   for (std::size_t g = 0; g < shared.config.upstreams.size(); ++g) {
-    pools_.push_back(std::make_unique<UpstreamPool>(*this, shared.config.upstreams[g], shared.servers[g]));
+    pools_.push_back(std::make_unique<UpstreamPool>(*this, shared.config.upstreams[g], shared.servers[g],
+                                                    shared.layout.upstreams[g].first_slot));
     // Workers start their round robin at different servers so that a burst
     // spread over workers does not land on the first server of each.
     balancers_.emplace_back(shared.servers[g].size(), index);
@@ -62,7 +63,9 @@ void Worker::join() {
 }
 
 void Worker::run() {
+  running_.store(true, std::memory_order_relaxed);
   event_base_dispatch(base_);
+  running_.store(false, std::memory_order_relaxed);
   // Whatever is still open when the loop ends (drain timeout) is closed here,
   // on the worker's own thread.
   close_all_clients();
@@ -121,7 +124,36 @@ void Worker::on_accept(int fd, const sockaddr* addr, int len) {
   raw->start();
 }
 
-void Worker::add_client(std::unique_ptr<ClientConnection> conn) { clients_.push_back(conn.release()); }
+void Worker::add_client(std::unique_ptr<ClientConnection> conn) {
+  clients_.push_back(conn.release());
+  publish_client_gauges();
+}
+
+void Worker::publish_client_gauges() noexcept {
+  auto idle = static_cast<std::int64_t>(idle_.size());
+  stats_.set(0, Gauge::client_idle, idle);
+  stats_.set(0, Gauge::client_active, static_cast<std::int64_t>(clients_.size()) - idle);
+}
+
+void Worker::finish_exchange(const ExchangeRecord& r) {
+  if (r.has_server) {
+    auto slot = pools_[r.group]->slot(r.server);
+    if (r.status >= 100 && r.status < 600)
+      stats_.add(slot, static_cast<Counter>(static_cast<std::size_t>(Counter::responses_1xx) + r.status / 100 - 1));
+    stats_.add(slot, Counter::request_bytes, r.bytes_in);
+    stats_.add(slot, Counter::response_bytes, r.bytes_out);
+    if (r.times.connect >= 0) stats_.observe(slot, Histogram::connect_time, r.times.connect);
+    if (r.times.first_byte >= 0) stats_.observe(slot, Histogram::first_byte_time, r.times.first_byte);
+    stats_.observe(slot, Histogram::exchange_time, r.total);
+  } else {
+    stats_.add(Counter::responses_4xx_local);
+  }
+  auto* log = shared_.access_log.get();
+  if (!log) return;
+  std::string_view upstream = config().upstreams[r.group].name;
+  std::string_view server = r.has_server ? std::string_view(pools_[r.group]->address(r.server).text) : "-";
+  log->info("{}", format_access(r, config().log.access_format, upstream, server));
+}
 
 void Worker::close_all_clients() {
   clients_.for_each([this](ClientConnection* c) {
@@ -130,12 +162,14 @@ void Worker::close_all_clients() {
     resume_.remove(c);
     delete c;
   });
+  publish_client_gauges();
 }
 
 void Worker::mark_idle(ClientConnection* conn) {
   idle_.remove(conn);
   conn->idle_since = Clock::now();
   idle_.push_back(conn);
+  publish_client_gauges();
   if (!idle_timer_armed_) arm_idle_timer();
 }
 
@@ -193,6 +227,7 @@ void Worker::remove_client(ClientConnection* conn) {
     clients_.remove(conn);
     defer_delete(std::unique_ptr<ClientConnection>(conn));
   }
+  publish_client_gauges();
   maybe_finish_drain();
 }
 

@@ -81,9 +81,17 @@ struct RouteConfig {
   std::size_t upstream_index = 0;   // resolved by load_config
 };
 
+enum class AccessFormat { text, json };
+
 struct LogConfig {
   std::string level = "info";
   std::string access = "stdout";    // "stdout", "stderr", "off" or a file path
+  AccessFormat access_format = AccessFormat::text;
+};
+
+// The admin listener (/metrics, /status, /, /ready, /live): off unless set.
+struct AdminConfig {
+  std::optional<Endpoint> listen;
 };
 
 struct Config {
@@ -99,6 +107,7 @@ struct Config {
   std::vector<UpstreamConfig> upstreams;
   std::vector<RouteConfig> routes;
   LogConfig log;
+  AdminConfig admin;
 };
 
 // Loads and validates; throws ConfigError naming file, line, key and rule.

@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 
+#include "holdfast/access_log.hpp"
 #include "holdfast/downstream.hpp"
 #include "holdfast/errors.hpp"
 #include "holdfast/http_message.hpp"

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "holdfast/config.hpp"
+#include "holdfast/errors.hpp"
 #include "holdfast/headers.hpp"
 #include "holdfast/stats.hpp"
 #include "holdfast/upstream_connection.hpp"
@@ -30,7 +31,9 @@ struct ServerAddress {
 
 class UpstreamPool final : public UpstreamConnection::Owner {
  public:
-  UpstreamPool(Worker& worker, const UpstreamConfig& config, const std::vector<ServerAddress>& servers);
+  // `first_slot`: the Stats slot of servers[0] (MetricsLayout); the others follow.
+  UpstreamPool(Worker& worker, const UpstreamConfig& config, const std::vector<ServerAddress>& servers,
+               std::size_t first_slot);
   ~UpstreamPool() override;
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -59,6 +62,10 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   // short with another connection's spent budget.
   void learn(UpstreamConnection& conn, const KeepAliveHint& hint);
 
+  // An exchange on `server` failed with `error`: connect failures are counted
+  // by reason and mark the server as failing until a connection to it works.
+  void note_failure(std::size_t server, ProxyError error);
+
   // Closes every idle connection (shutdown).
   void close_idle();
 
@@ -66,6 +73,7 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   std::size_t server_count() const noexcept { return servers_.size(); }
   const ServerAddress& address(std::size_t server) const { return *addresses_[server]; }
   std::size_t idle_count(std::size_t server) const { return servers_[server].idle.size(); }
+  std::size_t slot(std::size_t server) const noexcept { return first_slot_ + server; }
 
   // UpstreamConnection::Owner, for idle connections.
   void on_upstream_readable(UpstreamConnection& conn) override;
@@ -76,17 +84,21 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   struct Server {
     std::vector<std::unique_ptr<UpstreamConnection>> idle;  // back() is the newest
     std::optional<Millis> learned_timeout;  // the server's, for its new connections
+    std::size_t open = 0;  // connections opened here and not yet retired (idle or leased)
   };
 
   // How long `conn` may stay idle from now, or nullopt if it must not be pooled.
   std::optional<Millis> idle_budget(const UpstreamConnection& conn, Clock::time_point now, Counter* why) const;
   void evict(UpstreamConnection& conn, Counter why);
   void retire(std::unique_ptr<UpstreamConnection> conn);
+  // Publishes `server`'s active and idle gauges after its lists changed.
+  void publish(std::size_t server);
 
   Worker& worker_;
   const UpstreamConfig& config_;
   std::vector<const ServerAddress*> addresses_;
   std::vector<Server> servers_;
+  std::size_t first_slot_;
 };
 
 }  // namespace holdfast

@@ -81,6 +81,10 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
 
   // --- Lease ---
   bool reused() const noexcept { return reused_; }
+  // Timings of the last attempt (negative: did not happen): seconds to
+  // connect a new connection, and when the first response byte arrived.
+  double connect_seconds() const noexcept { return connect_seconds_; }
+  Clock::time_point first_byte_at() const noexcept { return first_byte_at_; }
   unsigned attempts() const noexcept { return attempts_; }
   std::uint64_t connection_id() const noexcept { return conn_id_; }
   // The reuse verdict: both halves complete, framing exactly consumed, no
@@ -120,6 +124,8 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   std::uint64_t conn_id_ = 0;
   unsigned attempts_ = 0;
   bool reused_ = false;
+  double connect_seconds_ = -1;
+  Clock::time_point first_byte_at_{};
 
   // Request
   std::string replay_;               // head and body so far, while it fits

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "holdfast/access_log.hpp"
 #include "holdfast/balancer.hpp"
 #include "holdfast/client_connection.hpp"
 #include "holdfast/intrusive_list.hpp"
@@ -30,6 +31,7 @@ struct SharedState {
   Router router;
   std::vector<std::vector<ServerAddress>> servers;  // per upstream group
   std::shared_ptr<spdlog::logger> access_log;       // null when off
+  MetricsLayout layout;                             // which Stats slot is which server
 };
 
 class Worker {
@@ -52,8 +54,12 @@ class Worker {
   UpstreamPool& pool(std::size_t group) { return *pools_[group]; }
   Balancer& balancer(std::size_t group) { return balancers_[group]; }
   Stats& stats() noexcept { return stats_; }
+  // Any thread: the Stats are atomics written by this worker only.
   const Stats& stats() const noexcept { return stats_; }
-  spdlog::logger* access_log() const noexcept { return shared_.access_log.get(); }
+  // Any thread: true while the event loop runs.
+  bool running() const noexcept { return running_.load(std::memory_order_relaxed); }
+  // An exchange ended: counts it for its server and writes the access log line.
+  void finish_exchange(const ExchangeRecord& record);
   unsigned index() const noexcept { return index_; }
   std::uint64_t next_id() noexcept { return (next_id_++ << 8) | index_; }
   bool draining() const noexcept { return draining_; }
@@ -77,7 +83,10 @@ class Worker {
   // the order of their deadlines, so one worker timer serves them all and an
   // idle connection carries no timer of its own.
   void mark_idle(ClientConnection* conn);
-  void unmark_idle(ClientConnection* conn) { idle_.remove(conn); }
+  void unmark_idle(ClientConnection* conn) {
+    idle_.remove(conn);
+    publish_client_gauges();
+  }
 
   // Runs conn->resume_after_exchange() later in this loop iteration, on a
   // fresh stack: an exchange never starts the next one from inside itself.
@@ -97,6 +106,7 @@ class Worker {
   void arm_idle_timer();
   void on_accept(int fd, const sockaddr* addr, int len);
   void close_all_clients();
+  void publish_client_gauges() noexcept;
 
   const SharedState& shared_;
   unsigned index_;
@@ -120,6 +130,7 @@ class Worker {
   int drain_fd_ = -1;            // eventfd: the only way other threads talk to this worker
   bool reap_scheduled_ = false;
   event* drain_deadline_event_ = nullptr;
+  std::atomic<bool> running_{false};
   std::thread thread_;
 };
 

@@ -48,6 +48,7 @@ MAX_HEAD = 1024 * 1024            # our own parser's bound on a message head
 MAX_CHUNK_LINES = 100000          # bound on chunk / trailer lines in one body
 
 LISTENING_RE = re.compile(r"listening on (\S+):(\d+)")
+ADMIN_RE = re.compile(r"admin listener on (\S+):(\d+)")
 STATS_RE = re.compile(r"stats:((?:\s+[\w.\-]+=\S+)+)")
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "ERROR: UndefinedBehaviorSanitizer")
@@ -234,6 +235,12 @@ class Proxy:
                     self.host, self.port = m.group(1), int(m.group(2))
                     self._listening.set()
         stream.close()
+
+    @property
+    def admin_port(self):
+        """The admin listener's port (holdfast logs it before 'listening on'), or None."""
+        m = ADMIN_RE.search(self.stderr_text())
+        return int(m.group(2)) if m else None
 
     @property
     def pid(self):

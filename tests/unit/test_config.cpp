@@ -115,3 +115,26 @@ TEST_CASE("client.margin is kept with its origin and printed by describe_config"
   c = load_config_text(std::string(kBase) + "client:\n  margin: 5s\n  front_idle_timeout: 90s\n", "t.yaml");
   CHECK(c.client.keepalive_timeout.value == Millis(95000));
 }
+
+TEST_CASE("admin listener and access log format") {
+  auto off = load_config_text(kBase, "t.yaml");
+  CHECK_FALSE(off.admin.listen.has_value());
+  CHECK(off.log.access_format == AccessFormat::text);
+
+  auto on = load_config_text(std::string(kBase) + "admin: {listen: \"127.0.0.1:9901\"}\nlog: {access_format: json}\n", "t.yaml");
+  REQUIRE(on.admin.listen.has_value());
+  CHECK(on.admin.listen->port == 9901);
+  CHECK(on.log.access_format == AccessFormat::json);
+  CHECK(describe_config(on).find("admin:\n  listen: 127.0.0.1:9901") != std::string::npos);
+
+  CHECK(error_of(std::string(kBase) + "log: {access_format: xml}\n").find("log.access_format") != std::string::npos);
+  CHECK(error_of(std::string(kBase) + "admin: {}\n").find("admin.listen: is required") != std::string::npos);
+  const std::string shared = R"(listen: ["127.0.0.1:8080"]
+upstreams:
+  app:
+    servers:
+      - address: 127.0.0.1:9001
+admin: {listen: "127.0.0.1:8080"}
+)";
+  CHECK(error_of(shared).find("must not share the proxy's port") != std::string::npos);
+}
