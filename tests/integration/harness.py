@@ -831,6 +831,18 @@ class ScriptedBackend:
             except OSError:
                 pass
 
+    def close_listener(self):
+        """Stops listening at once, from any thread: new connects are refused from here on
+        (shutdown first, as a plain close waits for the accept loop's select to let go)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
     def count_received(self, n):
         with self.lock:
             self.bytes_received += n
@@ -1086,6 +1098,30 @@ def wait_until(predicate, timeout, interval=0.02):
 
 # --------------------------------------------------------------------------- test case base
 
+
+
+def race_handler(seen, before_close=None):
+    """A ScriptedBackend handler for the keep-alive race: every request is answered 200
+    with body `conn=N`, except the second request on connection 1, which is read in full
+    and then met with a close and no answer (after before_close(), if given). Each request
+    is appended to `seen` as (connection index, Request)."""
+
+    def handler(conn, index):
+        reader = Reader(conn)
+        for n in range(1, 100):
+            req = read_request(reader)
+            if req is None:
+                return
+            seen.append((index, req))
+            if index == 1 and n == 2:
+                if before_close:
+                    before_close()
+                conn.shutdown(socket.SHUT_RDWR)
+                return
+            body = b"conn=%d" % index
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    return handler
 
 
 def backend_conn(resp):
