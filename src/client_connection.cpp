@@ -6,6 +6,7 @@
 
 #include "holdfast/exchange.hpp"
 #include "holdfast/request_target.hpp"
+#include "holdfast/tunnel.hpp"
 #include "holdfast/worker.hpp"
 
 namespace holdfast {
@@ -44,6 +45,7 @@ ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr,
 ClientConnection::~ClientConnection() {
   if (exchange_) exchange_->on_client_gone("shutdown");
   exchange_.reset();
+  tunnel_.reset();  // ends the tunnel: logged, counted, upstream closed
   stream_.close();
 }
 
@@ -82,6 +84,9 @@ void ClientConnection::on_stream_readable(Stream&) {
     case State::exchanging:
       if (exchange_ && !exchange_->request_complete()) exchange_->pump_request();
       // else: pipelined bytes wait in the input buffer for their turn.
+      break;
+    case State::tunnel:
+      tunnel_->on_client_readable();
       break;
     case State::closing:
       evbuffer_drain(input(), evbuffer_get_length(input()));
@@ -260,6 +265,10 @@ void ClientConnection::resume_reading() {
 }
 
 void ClientConnection::on_stream_drained(Stream&) {
+  if (state_ == State::tunnel) {
+    tunnel_->on_client_drained();
+    return;
+  }
   if (state_ == State::closing) {
     if (stream_.output_length() == 0) start_lingering();
     return;
@@ -269,6 +278,10 @@ void ClientConnection::on_stream_drained(Stream&) {
 
 void ClientConnection::on_stream_event(Stream&, short what) {
   if (state_ == State::closed) return;
+  if (state_ == State::tunnel) {
+    tunnel_->on_client_event(what);
+    return;
+  }
   if (what & Stream::timeout) {
     on_timeout((what & Stream::reading) != 0);
     return;
@@ -337,6 +350,7 @@ void ClientConnection::on_input_closed() {
       linger_ = false;
       if (stream_.output_length() == 0) close_now();
       return;
+    case State::tunnel:  // the tunnel hears of it first (on_stream_event)
     case State::lingering:
     case State::closed:
       close_now();
@@ -363,6 +377,10 @@ void ClientConnection::close_idle(bool gracefully) {
 void ClientConnection::close_now() {
   if (state_ == State::closed) return;
   state_ = State::closed;
+  if (tunnel_) {
+    tunnel_->close("client connection closed");
+    worker_.defer_delete(std::move(tunnel_));
+  }
   if (exchange_) {
     exchange_->on_client_gone("closed");
     worker_.defer_delete(std::move(exchange_));

@@ -7,6 +7,7 @@
 #include "holdfast/client_connection.hpp"
 #include "holdfast/exchange.hpp"
 #include "holdfast/http1_encode.hpp"
+#include "holdfast/tunnel.hpp"
 #include "holdfast/worker.hpp"
 
 namespace holdfast {
@@ -92,6 +93,25 @@ void ClientConnection::send_error(int status, std::string_view text, bool reques
   auto page = error_response(status, text, response_policy(!request_complete), request_head_);
   queue(page.data(), page.size());
   stream_.flush();
+}
+
+void ClientConnection::start_tunnel(const MessageHead& h, std::unique_ptr<UpstreamConnection> upstream,
+                                    TunnelOrigin origin, Millis idle_timeout) {
+  std::string head = "HTTP/1.1 101 " + h.reason + "\r\n";
+  append_end_to_end(head, h.headers, {});
+  append_field(head, "Via", "1.1 holdfast");
+  append_field(head, "Upgrade", *find_header(h.headers, "upgrade"));
+  append_field(head, "Connection", "upgrade");
+  head += "\r\n";
+  queue(head.data(), head.size());
+  origin.response_bytes = head.size();
+  // From here the bytes belong to the tunnel, including any the client sent
+  // after its request (never parsed as HTTP).
+  state_ = State::tunnel;
+  reading_paused_ = false;
+  worker_.defer_delete(std::move(exchange_));
+  tunnel_ = std::make_unique<Tunnel>(*this, stream_, std::move(upstream), idle_timeout, std::move(origin));
+  tunnel_->start();
 }
 
 void ClientConnection::abort() { close_now(); }

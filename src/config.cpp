@@ -212,7 +212,7 @@ class Loader {
     u.name = name;
     std::string key = "upstreams." + name;
     expect_map(n, key, {"servers", "keepalive", "backend_keepalive_timeout", "connect_timeout", "send_timeout",
-                        "read_timeout", "retry_buffer"});
+                        "read_timeout", "retry_buffer", "upgrade", "tunnel_timeout"});
     auto servers = n["servers"];
     if (!servers) fail(n, key + ".servers", "is required (at least one server)");
     if (!servers.IsSequence() || servers.size() == 0) fail(servers, key + ".servers", "expected a list of servers");
@@ -231,6 +231,21 @@ class Loader {
     if (auto v = n["send_timeout"]) u.send_timeout = positive(v, key + ".send_timeout");
     if (auto v = n["read_timeout"]) u.read_timeout = positive(v, key + ".read_timeout");
     if (auto v = n["retry_buffer"]) u.retry_buffer = size(v, key + ".retry_buffer");
+    if (auto v = n["tunnel_timeout"]) u.tunnel_timeout = positive(v, key + ".tunnel_timeout");
+    if (auto v = n["upgrade"]) {
+      if (!v.IsSequence()) fail(v, key + ".upgrade", "expected a list of protocol names, e.g. [websocket]");
+      u.upgrade.clear();
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        auto name = scalar(v[i], key + ".upgrade[" + std::to_string(i) + "]");
+        std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
+        if (name.empty() || name.find_first_of(" ,/") != std::string::npos)
+          fail(v[i], key + ".upgrade[" + std::to_string(i) + "]", "'" + name + "' is not a protocol name (e.g. websocket)");
+        if (name == "h2c")
+          fail(v[i], key + ".upgrade[" + std::to_string(i) + "]",
+               "h2c cannot be tunnelled: the upstream leg is HTTP/1.1");
+        u.upgrade.push_back(name);
+      }
+    }
     if (auto v = n["backend_keepalive_timeout"]) u.backend_keepalive_timeout = positive(v, key + ".backend_keepalive_timeout");
 
     auto& ka = u.keepalive;
@@ -359,7 +374,10 @@ std::string describe_config(const Config& c) {
     o << "    connect_timeout: " << format_duration(u.connect_timeout) << "\n"
       << "    send_timeout: " << format_duration(u.send_timeout) << "\n"
       << "    read_timeout: " << format_duration(u.read_timeout) << "\n"
-      << "    retry_buffer: " << format_size(u.retry_buffer) << "\n";
+      << "    retry_buffer: " << format_size(u.retry_buffer) << "\n"
+      << "    upgrade: [";
+    for (std::size_t i = 0; i < u.upgrade.size(); ++i) o << (i ? ", " : "") << u.upgrade[i];
+    o << "]\n    tunnel_timeout: " << format_duration(u.tunnel_timeout) << "\n";
   }
   o << "routes:\n";
   for (const auto& r : c.routes) {
@@ -387,6 +405,9 @@ std::string describe_config(const Config& c) {
       << (u.backend_keepalive_timeout ? format_duration(*u.backend_keepalive_timeout) + " (declared)  ok: above idle_timeout + margin"
                                       : std::string("unknown (learned from Keep-Alive: timeout=N answers)"))
       << "\n";
+    if (!u.upgrade.empty())
+      o << "#   tunnels '" << u.name << "'          tunnel_timeout " << format_duration(u.tunnel_timeout)
+        << " (idle, after 101 Switching Protocols; replaces read_timeout)\n";
   }
   return o.str();
 }

@@ -22,8 +22,10 @@ Exchange::Exchange(ClientConnection& client, DownstreamSink& sink, MessageHead&&
       group_(group),
       started_(std::chrono::steady_clock::now()),
       idempotent_(is_idempotent(head_)),
+      upgrade_(allowed_upgrade(head_, pool_.config().upgrade)),
       upstream_(*this, pool_,
-                UpstreamRequest::Options{is_idempotent(head_), head_.method == "HEAD", pool_.config().retry_buffer}) {
+                UpstreamRequest::Options{is_idempotent(head_), head_.method == "HEAD", upgrade_ != nullptr,
+                                         pool_.config().retry_buffer}) {
   forwarder_.upstream = &upstream_;
 }
 
@@ -45,7 +47,8 @@ void Exchange::start() {
     request_.remaining = head_.content_length;
     client_.parser().reset();  // the body, if any, is moved without the parser
   }
-  upstream_.set_head(encode_request_head(head_, ForwardInfo{client_.peer_ip(), pool_.address(0).text}));
+  upstream_.set_head(encode_request_head(
+      head_, ForwardInfo{client_.peer_ip(), pool_.address(0).text, upgrade_ ? std::string_view(*upgrade_) : ""}));
   if (request_.mode == BodyMode::none || (request_.mode == BodyMode::length && request_.remaining == 0)) {
     // No body: the request is complete before it is sent, so the upstream
     // timers are armed once, at attach.
@@ -136,6 +139,23 @@ bool Exchange::response_congested() { return sink_.congested(); }
 void Exchange::on_interim_response(const MessageHead& h) {
   // 100 Continue goes only to a client that asked for it; HTTP/1.0 clients get no 1xx.
   if (is_http11(head_) && (h.status != 100 || expect_continue_)) sink_.send_interim(h);
+}
+
+void Exchange::on_switching_protocols(const MessageHead& h) {
+  if (!request_.done) {
+    // The bytes after the request would be both body and tunnel: refuse.
+    fail(ProxyError::bad_response, "101 Switching Protocols before the request body was complete");
+    return;
+  }
+  enter(Phase::streaming);
+  response_.status = 101;
+  response_.started = true;
+  TunnelOrigin origin{head_.method, head_.target, static_cast<int>(head_.version_major),
+                      static_cast<int>(head_.version_minor), group_, server_, upstream_.reused(), request_.bytes, 0,
+                      started_};
+  auto conn = upstream_.take_connection();
+  finish({101, false, false});
+  sink_.start_tunnel(h, std::move(conn), std::move(origin), pool_.config().tunnel_timeout);
 }
 
 void Exchange::on_response_head(const MessageHead& h, UpstreamRequest::BodyMode mode) {
@@ -246,7 +266,7 @@ void Exchange::finish(const Outcome& outcome) {
   if (phase_ == Phase::done) return;
   enter(Phase::done);
   upstream_.release();
-  write_access_log(outcome.status);
+  if (outcome.log) write_access_log(outcome.status);
   if (outcome.tell_client) client_.on_exchange_finished();
 }
 

@@ -54,6 +54,32 @@ bool is_idempotent(const MessageHead& h) noexcept {
   return find_header(h.headers, "idempotency-key") != nullptr;
 }
 
+const std::string* allowed_upgrade(const MessageHead& h, const std::vector<std::string>& allowed) {
+  if (allowed.empty() || !has_token(connection_tokens(h.headers), "upgrade")) return nullptr;
+  const std::string* value = find_header(h.headers, "upgrade");
+  if (!value) return nullptr;
+  std::string_view rest = *value;
+  int protocols = 0;
+  while (!rest.empty()) {
+    auto comma = rest.find(',');
+    auto item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item.empty()) continue;
+    auto name = item.substr(0, item.find('/'));  // "websocket", "foo/2"
+    bool ok = !iequals(name, "h2c");
+    if (ok) {
+      ok = false;
+      for (const auto& a : allowed)
+        if (iequals(a, name)) ok = true;
+    }
+    if (!ok) return nullptr;
+    ++protocols;
+  }
+  return protocols > 0 ? value : nullptr;
+}
+
 std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
   std::string out;
   out.reserve(256 + h.target.size() + h.headers.size() * 48);
@@ -78,6 +104,11 @@ std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
   append_field(out, "X-Forwarded-Proto", "http");
   if (host) append_field(out, "X-Forwarded-Host", *host);
   append_field(out, "Via", "1.1 holdfast");
+  if (!info.upgrade.empty()) {
+    // Kept for this request only: the hop-by-hop rules hold for every other.
+    append_field(out, "Upgrade", info.upgrade);
+    append_field(out, "Connection", "upgrade");
+  }
   if (h.chunked) append_field(out, "Transfer-Encoding", chunked_coding_list(h.headers));
   else if (h.has_content_length) append_field(out, "Content-Length", std::to_string(h.content_length));
   out.append("\r\n");

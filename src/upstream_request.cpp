@@ -137,6 +137,12 @@ void UpstreamRequest::release() {
   pool_.release(std::move(conn_), verdict);
 }
 
+std::unique_ptr<UpstreamConnection> UpstreamRequest::take_connection() {
+  if (conn_) conn_->set_owner(nullptr);
+  response_complete_ = true;
+  return std::move(conn_);
+}
+
 void UpstreamRequest::resume_response() {
   if (!conn_ || !paused_) return;
   paused_ = false;
@@ -234,8 +240,14 @@ bool UpstreamRequest::handle_head() {
   }
   if (h.status < 200) {
     if (h.status == 101) {
-      // holdfast strips Upgrade, so a switch it never asked for is a broken answer.
-      fail(ProxyError::bad_response, "101 Switching Protocols without an upgrade");
+      // Upgrade is stripped from any request not allowed to switch, so a
+      // switch holdfast never asked for is a broken answer.
+      if (!options_.upgrade || !find_header(h.headers, "upgrade")) {
+        fail(ProxyError::bad_response, "101 Switching Protocols without an upgrade");
+        return false;
+      }
+      head_seen_ = true;
+      events_.on_switching_protocols(h);
       return false;
     }
     events_.on_interim_response(h);

@@ -81,12 +81,16 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   void send_data(const char* data, std::size_t n) override;
   void end(const HeaderList& trailers) override;
   void send_error(int status, std::string_view text, bool request_complete) override;
+  void start_tunnel(const MessageHead& head, std::unique_ptr<UpstreamConnection> upstream, TunnelOrigin origin,
+                    Millis idle_timeout) override;
   void abort() override;
   void flush() override { stream_.flush(); }
   bool congested() override;
   std::uint64_t response_bytes() const noexcept override { return response_bytes_; }
 
   // --- For the Worker ---
+  // The tunnel ended (it already closed its upstream side).
+  void on_tunnel_closed() { close_now(); }
   // Continues after a finished exchange (from the resume queue).
   void resume_after_exchange();
   // Draining: the next response says Connection: close; idle connections are
@@ -104,7 +108,7 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   std::chrono::steady_clock::time_point idle_since{};
 
  private:
-  enum class State { idle, reading_head, exchanging, closing, lingering, closed };
+  enum class State { idle, reading_head, exchanging, tunnel, closing, lingering, closed };
 
   void on_stream_readable(Stream&) override;
   void on_stream_drained(Stream&) override;
@@ -131,6 +135,7 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   std::string peer_;  // "ip:port" or "[ip6]:port"
   std::unique_ptr<HttpParser> parser_;
   std::unique_ptr<Exchange> exchange_;
+  std::unique_ptr<Tunnel> tunnel_;    // after 101 Switching Protocols
   State state_ = State::idle;
   std::uint64_t served_ = 0;          // requests begun on this connection
   std::uint64_t response_bytes_ = 0;  // of the current answer

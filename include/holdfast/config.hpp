@@ -72,6 +72,12 @@ struct UpstreamConfig {
   // Request bytes (head plus body) kept so that a request can be sent again
   // on a fresh connection; a longer body makes the request non-retryable.
   std::uint64_t retry_buffer = 64 * 1024;
+  // Protocols a client may switch to with Upgrade (lower case, e.g.
+  // "websocket"); others are stripped like any hop-by-hop field. h2c is
+  // never tunnelled: the upstream leg is HTTP/1.1.
+  std::vector<std::string> upgrade{"websocket"};
+  // Idle time after which a tunnel (after 101 Switching Protocols) is closed.
+  Millis tunnel_timeout{3'600'000};
 };
 
 struct RouteConfig {

@@ -12,8 +12,12 @@
 #include <cstdint>
 #include <string_view>
 
+#include <memory>
+
+#include "holdfast/duration.hpp"
 #include "holdfast/headers.hpp"
 #include "holdfast/http_message.hpp"
+#include "holdfast/tunnel.hpp"
 
 namespace holdfast {
 
@@ -34,6 +38,10 @@ class DownstreamSink {
   virtual void send_data(const char* data, std::size_t n) = 0;
   // The response is complete (trailers, if any, end it).
   virtual void end(const HeaderList& trailers) = 0;
+  // 101 Switching Protocols: relays `head` and from then on moves bytes
+  // between the client and `upstream` (which the sink now owns).
+  virtual void start_tunnel(const MessageHead& head, std::unique_ptr<UpstreamConnection> upstream, TunnelOrigin origin,
+                            Millis idle_timeout) = 0;
   // Instead of a response: a short local answer. Only before send_head().
   virtual void send_error(int status, std::string_view text, bool request_complete) = 0;
   // Writes what was queued (the sink does not write on every call).

@@ -68,6 +68,7 @@ class Exchange final : private UpstreamRequest::Events {
   struct Outcome {
     int status;
     bool tell_client;             // false when the client connection is going away
+    bool log = true;              // false: a tunnel logs when it ends
   };
   // Decoded chunks of a chunked request body go to the upstream request.
   struct ChunkForwarder final : BodySink {
@@ -90,6 +91,7 @@ class Exchange final : private UpstreamRequest::Events {
   void on_request_drained() override;
   bool response_congested() override;
   void on_interim_response(const MessageHead& head) override;
+  void on_switching_protocols(const MessageHead& head) override;
   void on_response_head(const MessageHead& head, UpstreamRequest::BodyMode mode) override;
   void on_response_data(evbuffer* from, std::size_t n) override;
   void on_response_data(const char* data, std::size_t n) override;
@@ -111,6 +113,7 @@ class Exchange final : private UpstreamRequest::Events {
   bool idempotent_ = false;
   bool expect_continue_ = false;
   bool retried_ = false;
+  const std::string* upgrade_;    // the Upgrade value this request may switch to, in head_
   ChunkForwarder forwarder_;
   UpstreamRequest upstream_;
 };

@@ -33,7 +33,13 @@ bool is_idempotent(const MessageHead& request) noexcept;
 struct ForwardInfo {
   std::string_view client_ip;      // appended to X-Forwarded-For
   std::string_view default_host;   // Host for a request that had none (HTTP/1.0)
+  std::string_view upgrade;        // Upgrade value kept for this request (empty: none)
 };
+
+// The request's Upgrade value when it asks to switch (Connection: upgrade)
+// to protocols that are all in `allowed` (lower-case names; h2c never), or
+// nullptr: the request is then forwarded without Upgrade like any other.
+const std::string* allowed_upgrade(const MessageHead& request, const std::vector<std::string>& allowed);
 
 // The request head sent upstream: origin request line as received, end-to-end
 // fields, X-Forwarded-*, Via, and the framing holdfast chose for the body.

@@ -61,13 +61,21 @@ namespace holdfast {
   X(evict_dead_at_checkout, server, "pool_evictions_total", "reason=\"dead_at_checkout\"", "")                    \
   X(evict_pool_full, server, "pool_evictions_total", "reason=\"pool_full\"", "")                                \
   X(evict_not_reusable, server, "pool_evictions_total", "reason=\"not_reusable\"", "")                          \
-  X(nonidempotent_skipped, server, "pool_evictions_total", "reason=\"nonidempotent_margin\"", "")
+  X(nonidempotent_skipped, server, "pool_evictions_total", "reason=\"nonidempotent_margin\"", "")               \
+  X(tunnels_opened, worker, "tunnels_opened_total", "", "Upgrade tunnels opened (101 Switching Protocols relayed).") \
+  X(tunnels_closed_client, worker, "tunnels_closed_total", "reason=\"client\"",                                  \
+    "Upgrade tunnels ended, by what ended them (the side that closed first, idle timeout, error, shutdown).")     \
+  X(tunnels_closed_backend, worker, "tunnels_closed_total", "reason=\"backend\"", "")                           \
+  X(tunnels_closed_timeout, worker, "tunnels_closed_total", "reason=\"idle_timeout\"", "")                      \
+  X(tunnels_closed_error, worker, "tunnels_closed_total", "reason=\"error\"", "")                               \
+  X(tunnels_closed_shutdown, worker, "tunnels_closed_total", "reason=\"shutdown\"", "")
 
 // X(id, scope, family, labels, aggregate over workers, scale to base unit, help)
 #define HOLDFAST_GAUGES(X)                                                                                        \
   X(client_active, worker, "client_connections", "state=\"active\"", sum, 1.0,                                  \
     "Open client connections: active (reading a request or in an exchange) or idle (keep-alive).")               \
   X(client_idle, worker, "client_connections", "state=\"idle\"", sum, 1.0, "")                                   \
+  X(tunnels_active, worker, "tunnels_active", "", sum, 1.0, "Upgrade tunnels open now.")                          \
   X(upstream_active, server, "upstream_connections", "state=\"active\"", sum, 1.0,                              \
     "Open upstream connections: active (connecting or leased to an exchange) or idle (in the pool).")           \
   X(upstream_idle, server, "upstream_connections", "state=\"idle\"", sum, 1.0, "")                              \

@@ -36,6 +36,9 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
     // The client cannot take more right now; reading pauses until resume_response().
     virtual bool response_congested() = 0;
     virtual void on_interim_response(const MessageHead& head) = 0;
+    // 101 to a request that asked for an upgrade: take_connection() hands
+    // the connection over (bytes after the head stay in its input).
+    virtual void on_switching_protocols(const MessageHead& head) = 0;
     // The final head, validated in full before any byte of it was relayed.
     virtual void on_response_head(const MessageHead& head, BodyMode mode) = 0;
     virtual void on_response_data(evbuffer* from, std::size_t n) = 0;
@@ -50,6 +53,7 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   struct Options {
     bool idempotent = false;
     bool head_request = false;      // the response has no body whatever its head says
+    bool upgrade = false;           // the request asked to switch protocols
     std::size_t retry_buffer = 0;   // replay copy limit (head and body)
   };
 
@@ -92,6 +96,8 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   bool reusable() const noexcept;
   // Hands the connection back to the pool with the verdict (idempotent).
   void release();
+  // After on_switching_protocols: the connection leaves for a tunnel.
+  std::unique_ptr<UpstreamConnection> take_connection();
 
   // UpstreamConnection::Owner
   void on_upstream_readable(UpstreamConnection& conn) override;

@@ -61,6 +61,11 @@ class Worker {
   // An exchange ended: counts it for its server and writes the access log line.
   void finish_exchange(const ExchangeRecord& record);
   unsigned index() const noexcept { return index_; }
+  // Tunnels open on this worker (the tunnels_active gauge).
+  void adjust_tunnels(int delta) noexcept {
+    tunnels_ += delta;
+    stats_.set(0, Gauge::tunnels_active, tunnels_);
+  }
   std::uint64_t next_id() noexcept { return (next_id_++ << 8) | index_; }
   bool draining() const noexcept { return draining_; }
 
@@ -116,6 +121,7 @@ class Worker {
   std::vector<Balancer> balancers_;
   Stats stats_;
   std::uint64_t next_id_ = 1;
+  std::int64_t tunnels_ = 0;
   bool draining_ = false;
   // Owned: each is deleted through remove_client (or at shutdown).
   IntrusiveList<ClientConnection, &ClientConnection::all_link> clients_;

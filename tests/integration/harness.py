@@ -702,6 +702,16 @@ def encode_chunked(body, chunk_size, ext=None, trailers=None):
     return b"".join(out)
 
 
+def wait_for(predicate, timeout, msg="condition not met"):
+    """Polls `predicate` until it is true or `timeout` seconds pass; fails the test then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{msg} within {timeout:.1f}s")
+
+
 def connect(port, timeout=None):
     s = socket.create_connection((LOOPBACK, port), timeout=IO_TIMEOUT if timeout is None else timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
