@@ -38,13 +38,7 @@ Server::Server(Config config) {
     servers.push_back(std::move(list));
   }
   Router router(config.routes);
-  MetricsLayout layout;
-  for (const auto& u : config.upstreams) {
-    MetricsLayout::Upstream entry{u.name, layout.slots, {}};
-    for (const auto& s : u.servers) entry.servers.push_back(s.text);
-    layout.slots += u.servers.size();
-    layout.upstreams.push_back(std::move(entry));
-  }
+  MetricsLayout layout = metrics_layout(config);
   shared_ = std::make_unique<SharedState>(
       SharedState{std::move(config), std::move(router), std::move(servers), access, std::move(layout)});
 

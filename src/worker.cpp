@@ -8,6 +8,17 @@
 
 namespace holdfast {
 
+MetricsLayout metrics_layout(const Config& config) {
+  MetricsLayout layout;
+  for (const auto& u : config.upstreams) {
+    MetricsLayout::Upstream entry{u.name, layout.slots, {}};
+    for (const auto& s : u.servers) entry.servers.push_back(s.text);
+    layout.slots += u.servers.size();
+    layout.upstreams.push_back(std::move(entry));
+  }
+  return layout;
+}
+
 Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> listen_fds)
     : shared_(shared), index_(index), stats_(shared.layout.slots) {
   // Each base is used by its own thread only, so libevent runs without locks;

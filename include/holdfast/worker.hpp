@@ -34,6 +34,9 @@ struct SharedState {
   MetricsLayout layout;                             // which Stats slot is which server
 };
 
+// One Stats slot per configured server, after the worker-wide slot 0.
+MetricsLayout metrics_layout(const Config& config);
+
 class Worker {
  public:
   // Takes ownership of `listen_fds` (bound, listening, non-blocking).

@@ -193,8 +193,9 @@ class WorkerHarness {
                        std::to_string(listener.port()) + "\"]\n" + upstream_extra;
     Config config = load_config_text(text, "unit.yaml");
     Router router(config.routes);
+    MetricsLayout layout = metrics_layout(config);
     shared_ = std::make_unique<SharedState>(
-        SharedState{std::move(config), std::move(router), {{listener.server_address()}}, nullptr});
+        SharedState{std::move(config), std::move(router), {{listener.server_address()}}, nullptr, std::move(layout)});
     worker_ = std::make_unique<Worker>(*shared_, 0, std::vector<int>{});
   }
   ~WorkerHarness() {
@@ -204,7 +205,8 @@ class WorkerHarness {
   Worker& worker() { return *worker_; }
   event_base* base() { return worker_->base(); }
   UpstreamPool& pool() { return worker_->pool(0); }
-  std::uint64_t count(Counter c) const { return worker_->stats().get(c); }
+  // Summed over every slot: pool counters are kept per server.
+  std::uint64_t count(Counter c) const { return worker_->stats().read().total(c); }
 
   struct Leg {
     std::unique_ptr<UpstreamConnection> conn;  // the proxy's end, as the pool hands it out

@@ -40,6 +40,7 @@ struct Recorder final : UpstreamRequest::Events {
   void on_request_drained() override {}
   bool response_congested() override { return false; }
   void on_interim_response(const MessageHead& h) override { calls.push_back("interim " + std::to_string(h.status)); }
+  void on_switching_protocols(const MessageHead& h) override { calls.push_back("switch " + std::to_string(h.status)); }
   void on_response_head(const MessageHead& h, Mode m) override {
     calls.push_back("head " + std::to_string(h.status));
     mode = m;
