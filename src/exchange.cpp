@@ -125,6 +125,9 @@ void Exchange::request_body_done() {
 // --- Upstream events ---
 
 void Exchange::on_upstream_connected() {
+  // A retry counts once its new connection is up: one whose connect fails
+  // is reported (and counted) with that final cause instead.
+  if (upstream_.attempts() > 1) worker_.stats().add(pool_.slot(server_), retry_reason_);
   if (phase_ == Phase::connecting) enter(request_.done ? Phase::awaiting_head : Phase::sending);
 }
 
@@ -207,10 +210,7 @@ bool Exchange::try_retry(ProxyError error, RetryClass retry) {
     fail(err == ECONNREFUSED ? ProxyError::connect_refused : ProxyError::connect_failed, strerror(err));
     return true;
   }
-  // Counted only once a new connection exists: a retry whose connect fails
-  // at once is reported with that final cause instead.
-  worker_.stats().add(pool_.slot(server_),
-                      error == ProxyError::send_failed ? Counter::retries_send_failed : Counter::retries_closed);
+  retry_reason_ = error == ProxyError::send_failed ? Counter::retries_send_failed : Counter::retries_closed;
   upstream_.attach(std::move(conn), false);
   enter(Phase::connecting);
   upstream_.flush();

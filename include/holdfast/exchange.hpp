@@ -113,6 +113,7 @@ class Exchange final : private UpstreamRequest::Events {
   bool idempotent_ = false;
   bool expect_continue_ = false;
   bool retried_ = false;
+  Counter retry_reason_ = Counter::retries_closed;  // counted when the retry's connection is up
   const std::string* upgrade_;    // the Upgrade value this request may switch to, in head_
   ChunkForwarder forwarder_;
   UpstreamRequest upstream_;

@@ -247,7 +247,9 @@ class RetryConnectFailsTest(h.ProxyTestCase):
         self.assertEqual(len(warns), 1, res.stderr)
         self.assertIn("connect refused", warns[0])
         self.assertNotIn("before responding", warns[0])
-        self.assertEqual(res.stats.get("retries"), 0, res.stats)
+        self.assertEqual(res.stats.get("retries_closed"), 0, res.stats)
+        self.assertEqual(res.stats.get("retries_send_failed"), 0, res.stats)
+        self.assertEqual(res.stats.get("connect_refused"), 1, res.stats)
 
 
 class HalfCloseTest(h.ProxyTestCase):
