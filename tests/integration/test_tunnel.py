@@ -13,6 +13,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+import metrics_lib as m  # noqa: E402
 from harness import make_config  # noqa: E402
 
 UPGRADE = (b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
@@ -87,6 +88,25 @@ class TunnelTest(h.ProxyTestCase):
         self.assertEqual(b.tunnel_bytes, [b"hello tunnel"])
         h.wait_for(lambda: "tunnel closed by client" in p.stderr_text(), 5 * h.SLOW, "no tunnel log line")
         h.wait_for(lambda: '"GET /chat HTTP/1.1" 101 ' in p.stdout_text(), 5 * h.SLOW, "no access log line for the tunnel")
+
+    def test_tunnel_metrics_move_with_real_tunnels(self):
+        b = TunnelBackend()
+        self.addCleanup(b.stop)
+        p = self.proxy(make_config([b.port], top=m.ADMIN))
+        s, reader, head = open_tunnel(p.port)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+        s.sendall(b"a")
+        self.assertEqual(reader.read_exact(1), b"A")
+        m.wait_metric(p, "holdfast_tunnels_active", 1)
+        self.assertEqual(m.Metrics(p).value("holdfast_tunnels_opened_total"), 1)
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(reader.read_to_eof(), b"BYE")
+        s.close()
+        m.wait_metric(p, "holdfast_tunnels_active", 0)
+        scrape = m.Metrics(p)
+        self.assertEqual(scrape.value("holdfast_tunnels_closed_total", reason="client"), 1)
+        self.assertEqual(scrape.value("holdfast_tunnels_closed_total", reason="backend"), 0)
+        self.assertEqual(scrape.value("holdfast_responses_total", code="1xx"), 1)
 
     def test_bytes_after_the_upgrade_request_belong_to_the_tunnel(self):
         b = TunnelBackend()
