@@ -96,7 +96,7 @@ class CheckTest(unittest.TestCase):
         expected_lines = {line} if isinstance(line, int) else set(line)
         self.assertTrue(lines_reported & expected_lines,
                         f"reported line(s) {lines_reported}, expected {sorted(expected_lines)}:\n{err}")
-        leaf = key.split(".")[-1]
+        leaf = key.split(".")[-1].split("[")[0]
         self.assertTrue(any(k.split(".")[-1].split("[")[0] == leaf and (k == key or k.endswith("." + key))
                             for k in keys),
                         f"reported key(s) {keys}, expected {key}:\n{err}")
@@ -152,6 +152,26 @@ class CheckTest(unittest.TestCase):
     def test_bad_listen_backlog(self):
         text = minimal(top_extra="listen_backlog: 0\n")
         self.assertRefused("bad_backlog.yaml", text, line_of(text, "listen_backlog"), "listen_backlog", "1..65535")
+
+    def test_tunnel_timeout_and_upgrade_list_are_printed(self):
+        text = minimal(upstream_extra="    upgrade: [WebSocket, foo]\n    tunnel_timeout: 10m\n")
+        code, out, err = self.check(self.write("tunnel.yaml", text))
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"(?m)^    upgrade: \[websocket, foo\]$")
+        chain = [ln for ln in out.splitlines() if "tunnel_timeout" in ln and ln.startswith("#")]
+        self.assertEqual(len(chain), 1, out)
+        self.assertIn("10m", chain[0])
+        code, out, err = self.check(self.write("tunnel_default.yaml", minimal()))
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"(?m)^    tunnel_timeout: 1h$")
+
+    def test_h2c_upgrade_refused(self):
+        text = minimal(upstream_extra="    upgrade: [websocket, h2c]\n")
+        self.assertRefused("h2c.yaml", text, line_of(text, "upgrade:"), "upgrade[1]", "h2c")
+
+    def test_upgrade_must_be_a_list(self):
+        text = minimal(upstream_extra="    upgrade: websocket\n")
+        self.assertRefused("upgrade_scalar.yaml", text, line_of(text, "upgrade:"), "upgrade", "list")
 
     def test_minimal_config_is_valid(self):
         code, out, err = self.check(self.write("minimal.yaml", minimal()))
