@@ -23,7 +23,8 @@ enum class Phase { buffering, connecting, sending, awaiting_head, streaming, don
 constexpr bool phase_transition_allowed(Phase from, Phase to) noexcept {
   switch (from) {
     case Phase::buffering:
-      return to == Phase::connecting || to == Phase::sending || to == Phase::done;
+      // awaiting_head: a bodiless request leased a pooled connection.
+      return to == Phase::connecting || to == Phase::sending || to == Phase::awaiting_head || to == Phase::done;
     case Phase::connecting:
     case Phase::sending:
     case Phase::awaiting_head:
