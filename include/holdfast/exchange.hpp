@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "holdfast/access_log.hpp"
@@ -79,7 +80,14 @@ class Exchange final : private UpstreamRequest::Events {
 
   void enter(Phase next);
   void finish(const Outcome& outcome);
-  bool connect_upstream();
+  // Picks a server (not `avoid` while another is eligible) and leases a
+  // pooled connection (unless `fresh`) or opens one. false: the exchange ended.
+  bool connect_upstream(std::optional<std::size_t> avoid = std::nullopt, bool fresh = false);
+  // Spends one unit of the failover budget (retries, retry_timeout) if any is left.
+  bool may_fail_over();
+  void move_to(Phase next) {
+    if (phase_ != next) enter(next);
+  }
   void request_body_done();
   void fail(ProxyError error, const char* detail);
   bool try_retry(ProxyError error, RetryClass retry);
@@ -110,7 +118,8 @@ class Exchange final : private UpstreamRequest::Events {
   ResponseProgress response_;
   bool idempotent_ = false;
   bool expect_continue_ = false;
-  bool retried_ = false;
+  bool retried_ = false;          // the free retry after a reused connection failed was taken
+  unsigned failovers_ = 0;        // attempts moved on after a failure that reached no backend
   ChunkForwarder forwarder_;
   UpstreamRequest upstream_;
 };
