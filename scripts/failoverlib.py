@@ -120,6 +120,7 @@ class Backend:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+            self.proc.stdout.close()
             self.logs[-1][1] = True
 
     def stop(self):
@@ -130,6 +131,7 @@ class Backend:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+            self.proc.stdout.close()
 
     def ids(self, killed_only=False):
         out = set()
