@@ -1,7 +1,10 @@
-// YAML -> Config. The only translation unit that includes yaml-cpp.
+// YAML -> Config. yaml-cpp is included by the config module alone (this
+// file, config_balancing.cpp and their private config_loader.hpp).
 #include "holdfast/config.hpp"
 
 #include <yaml-cpp/yaml.h>
+
+#include "config_loader.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -13,92 +16,9 @@ namespace holdfast {
 
 namespace {
 
-class Loader {
+class Loader : public ConfigReader {
  public:
-  explicit Loader(std::string source) : source_(std::move(source)) {}
-
-  [[noreturn]] void fail(const YAML::Node& at, const std::string& key, const std::string& rule) const {
-    std::ostringstream out;
-    out << source_;
-    if (at.IsDefined() && at.Mark().line >= 0) out << ":" << at.Mark().line + 1;
-    out << ": " << key << ": " << rule;
-    throw ConfigError(out.str());
-  }
-
-  void expect_map(const YAML::Node& node, const std::string& key, std::initializer_list<const char*> allowed) const {
-    if (!node.IsMap()) fail(node, key, "expected a mapping");
-    std::set<std::string> names(allowed.begin(), allowed.end());
-    for (const auto& kv : node) {
-      auto name = kv.first.as<std::string>();
-      if (!names.count(name)) {
-        std::string list;
-        for (const auto* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
-        fail(kv.first, join(key, name), "unknown key (expected one of: " + list + ")");
-      }
-    }
-  }
-
-  static std::string join(const std::string& parent, const std::string& child) {
-    return parent.empty() ? child : parent + "." + child;
-  }
-
-  std::string scalar(const YAML::Node& node, const std::string& key) const {
-    if (!node.IsScalar()) fail(node, key, "expected a scalar value");
-    return node.Scalar();
-  }
-
-  Millis duration(const YAML::Node& node, const std::string& key) const {
-    auto text = scalar(node, key);
-    auto d = parse_duration(text);
-    if (!d) fail(node, key, "'" + text + "' is not a duration (expected a number with a unit: 250ms, 5s, 2m, 1h)");
-    return *d;
-  }
-
-  std::uint64_t size(const YAML::Node& node, const std::string& key) const {
-    auto text = scalar(node, key);
-    auto s = parse_size(text);
-    if (!s) fail(node, key, "'" + text + "' is not a size (expected a number with an optional k, m or g suffix)");
-    return *s;
-  }
-
-  std::uint64_t count(const YAML::Node& node, const std::string& key, std::uint64_t min, std::uint64_t max) const {
-    auto text = scalar(node, key);
-    std::uint64_t v = 0;
-    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-    if (ec != std::errc() || p != text.data() + text.size())
-      fail(node, key, "'" + text + "' is not a whole number");
-    if (v < min || v > max)
-      fail(node, key, "'" + text + "' is out of range (expected " + std::to_string(min) + ".." + std::to_string(max) + ")");
-    return v;
-  }
-
-  Endpoint endpoint(const YAML::Node& node, const std::string& key, bool allow_port_zero) const {
-    auto text = scalar(node, key);
-    Endpoint ep;
-    ep.text = text;
-    std::string host, port;
-    if (!text.empty() && text[0] == '[') {
-      auto close = text.find(']');
-      if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':')
-        fail(node, key, "'" + text + "' is not an address (expected [IPv6]:port)");
-      host = text.substr(1, close - 1);
-      port = text.substr(close + 2);
-    } else {
-      auto colon = text.rfind(':');
-      if (colon == std::string::npos || text.find(':') != colon)
-        fail(node, key, "'" + text + "' is not an address (expected host:port, e.g. 127.0.0.1:9001)");
-      host = text.substr(0, colon);
-      port = text.substr(colon + 1);
-    }
-    if (host.empty()) host = "0.0.0.0";
-    unsigned p = 0;
-    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-    if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || p > 65535 || (p == 0 && !allow_port_zero))
-      fail(node, key, "'" + text + "' has an invalid port (expected " + std::string(allow_port_zero ? "0" : "1") + "..65535)");
-    ep.host = host;
-    ep.port = static_cast<std::uint16_t>(p);
-    return ep;
-  }
+  using ConfigReader::ConfigReader;
 
   Config load(const YAML::Node& root) {
     Config c;
@@ -201,18 +121,14 @@ class Loader {
       fail(n["keepalive_timeout"], "client.keepalive_timeout", "must be greater than 0");
   }
 
-  Millis positive(const YAML::Node& v, const std::string& key) const {
-    auto d = duration(v, key);
-    if (d.count() == 0) fail(v, key, "must be greater than 0");
-    return d;
-  }
-
   UpstreamConfig load_upstream(const std::string& name, const YAML::Node& n) {
     UpstreamConfig u;
     u.name = name;
     std::string key = "upstreams." + name;
-    expect_map(n, key, {"servers", "keepalive", "backend_keepalive_timeout", "connect_timeout", "send_timeout",
-                        "read_timeout", "retry_buffer", "upgrade", "tunnel_timeout"});
+    std::vector<const char*> allowed{"servers", "keepalive", "backend_keepalive_timeout", "connect_timeout",
+                                     "send_timeout", "read_timeout", "retry_buffer", "upgrade", "tunnel_timeout"};
+    allowed.insert(allowed.end(), kBalancingKeys.begin(), kBalancingKeys.end());
+    expect_map(n, key, allowed);
     auto servers = n["servers"];
     if (!servers) fail(n, key + ".servers", "is required (at least one server)");
     if (!servers.IsSequence() || servers.size() == 0) fail(servers, key + ".servers", "expected a list of servers");
@@ -222,11 +138,13 @@ class Loader {
       if (s.IsScalar()) {
         u.servers.push_back(endpoint(s, skey, false));
       } else {
-        expect_map(s, skey, {"address"});
+        expect_map(s, skey, {"address", "weight"});
         if (!s["address"]) fail(s, skey + ".address", "is required");
         u.servers.push_back(endpoint(s["address"], skey + ".address", false));
       }
+      load_server_extras(*this, s, skey, u);
     }
+    load_balancing(*this, n, key, u);
     if (auto v = n["connect_timeout"]) u.connect_timeout = positive(v, key + ".connect_timeout");
     if (auto v = n["send_timeout"]) u.send_timeout = positive(v, key + ".send_timeout");
     if (auto v = n["read_timeout"]) u.read_timeout = positive(v, key + ".read_timeout");
@@ -303,8 +221,6 @@ class Loader {
     return r;
   }
 
- private:
-  std::string source_;
 };
 
 Config load_from_node_or_text(const std::string& text, const std::string& source) {
@@ -363,7 +279,8 @@ std::string describe_config(const Config& c) {
   o << "upstreams:\n";
   for (const auto& u : c.upstreams) {
     o << "  " << u.name << ":\n    servers:\n";
-    for (const auto& s : u.servers) o << "      - address: " << s.text << "\n";
+    for (std::size_t i = 0; i < u.servers.size(); ++i)
+      o << "      - {address: " << u.servers[i].text << ", weight: " << u.balancing.weights[i] << "}\n";
     o << "    keepalive:\n"
       << "      max_idle: " << u.keepalive.max_idle << "\n"
       << "      idle_timeout: " << format_duration(u.keepalive.idle_timeout.value) << "\n"
@@ -377,7 +294,7 @@ std::string describe_config(const Config& c) {
       << "    retry_buffer: " << format_size(u.retry_buffer) << "\n"
       << "    upgrade: [";
     for (std::size_t i = 0; i < u.upgrade.size(); ++i) o << (i ? ", " : "") << u.upgrade[i];
-    o << "]\n    tunnel_timeout: " << format_duration(u.tunnel_timeout) << "\n";
+    o << "]\n    tunnel_timeout: " << format_duration(u.tunnel_timeout) << "\n" << describe_balancing(u);
   }
   o << "routes:\n";
   for (const auto& r : c.routes) {

@@ -19,6 +19,9 @@ ErrorInfo describe(ProxyError e) noexcept {
     case ProxyError::closed_before_response: return {502, "upstream closed the connection before responding", ErrorSide::upstream};
     case ProxyError::bad_response: return {502, "upstream sent an invalid response", ErrorSide::upstream};
     case ProxyError::closed_mid_response: return {0, "upstream closed the connection mid-response", ErrorSide::upstream};
+    case ProxyError::no_server: return {503, "no upstream server available", ErrorSide::internal};
+    case ProxyError::queue_full: return {503, "upstream queue full", ErrorSide::internal};
+    case ProxyError::queue_timeout: return {503, "upstream queue timeout", ErrorSide::internal};
     case ProxyError::no_route: return {404, "no route", ErrorSide::internal};
   }
   return {500, "internal error", ErrorSide::internal};
@@ -55,6 +58,9 @@ std::string error_response(int status, std::string_view text, std::string_view p
   out.reserve(160 + body.size());
   out += "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason_phrase(status)) + "\r\n";
   out += "Content-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  // holdfast answers 503 only when no server can take the request now; say
+  // when to come back rather than let clients retry in a tight loop.
+  if (status == 503) out += "Retry-After: 1\r\n";
   out += policy;
   out += "\r\n";
   if (!head_only) out += body;

@@ -63,22 +63,54 @@ void Exchange::start() {
   pump_request();
 }
 
-bool Exchange::connect_upstream() {
-  server_ = worker_.balancer(group_).pick();
-  if (auto conn = pool_.acquire(server_, idempotent_)) {
-    upstream_.attach(std::move(conn), true);
-    enter(request_.done ? Phase::awaiting_head : Phase::sending);
-    return true;
+bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh) {
+  // Each pass leases or opens a connection to one server. A connect that
+  // fails at once reached no backend, so it moves on like any unsent failure;
+  // may_fail_over() ends the loop long before its own bound.
+  const unsigned passes = pool_.config().balancing.retries + 1;
+  for (unsigned pass = 0; pass < passes; ++pass) {
+    std::string why;
+    auto pick = worker_.pick_server(group_, head_, client_.peer_ip(), avoid, why);
+    if (!pick) {
+      worker_.stats().add(Counter::no_server);
+      fail(ProxyError::no_server, why.c_str());
+      return false;
+    }
+    server_ = *pick;
+    if (!fresh) {
+      if (auto conn = pool_.acquire(server_, idempotent_)) {
+        upstream_.attach(std::move(conn), true);
+        move_to(request_.done ? Phase::awaiting_head : Phase::sending);
+        return true;
+      }
+    }
+    int err = 0;
+    if (auto conn = pool_.open(server_, err)) {
+      upstream_.attach(std::move(conn), false);
+      move_to(Phase::connecting);
+      return true;
+    }
+    move_to(Phase::connecting);
+    auto error = err == ECONNREFUSED ? ProxyError::connect_refused : ProxyError::connect_failed;
+    worker_.note_server_failure(group_, server_, error, false);
+    if (pass + 1 == passes || !may_fail_over()) {
+      fail(error, strerror(err));
+      return false;
+    }
+    pool_.note_failure(server_, error);
+    avoid = server_;
+    fresh = false;
   }
-  int err = 0;
-  auto conn = pool_.open(server_, err);
-  if (!conn) {
-    enter(Phase::connecting);
-    fail(err == ECONNREFUSED ? ProxyError::connect_refused : ProxyError::connect_failed, strerror(err));
-    return false;
-  }
-  upstream_.attach(std::move(conn), false);
-  enter(Phase::connecting);
+  return false;  // not reached: the last pass fails the exchange
+}
+
+bool Exchange::may_fail_over() {
+  const auto& b = pool_.config().balancing;
+  if (failovers_ >= b.retries || std::chrono::steady_clock::now() - started_ >= b.retry_timeout) return false;
+  // Failing over means another server: the same one again would only repeat the failure.
+  if (!worker_.has_alternative(group_, server_)) return false;
+  ++failovers_;
+  worker_.stats().add(pool_.slot(server_), Counter::failovers);
   return true;
 }
 
@@ -125,10 +157,11 @@ void Exchange::request_body_done() {
 // --- Upstream events ---
 
 void Exchange::on_upstream_connected() {
-  // A retry counts once its new connection is up: one whose connect fails
-  // is reported (and counted) with that final cause instead.
-  if (upstream_.attempts() > 1) worker_.stats().add(pool_.slot(server_), retry_reason_);
-  if (phase_ == Phase::connecting) enter(request_.done ? Phase::awaiting_head : Phase::sending);
+  if (retry_reason_) {
+    worker_.stats().add(pool_.slot(server_), *retry_reason_);
+    retry_reason_.reset();
+  }
+  if (phase_ == Phase::connecting) move_to(request_.done ? Phase::awaiting_head : Phase::sending);
 }
 
 void Exchange::on_request_drained() { client_.resume_reading(); }
@@ -185,34 +218,49 @@ void Exchange::on_response_end(const HeaderList& trailers) {
 }
 
 void Exchange::on_upstream_error(ProxyError error, const char* detail, RetryClass retry) {
+  worker_.note_server_failure(group_, server_, error, upstream_.reused());
   if (try_retry(error, retry)) return;
   fail(error, detail);
 }
 
+// Decision table (first matching row wins):
+//
+//   retry class never                              no; counted as refused if it could be the race
+//   reused connection, free retry not yet taken    the keep-alive race: once, on a fresh connection,
+//                                                  to the same server unless it now looks down
+//   unsent (no byte of it reached a backend)       another server, any method, while `retries`
+//                                                  and `retry_timeout` allow
+//   otherwise                                      no
 bool Exchange::try_retry(ProxyError error, RetryClass retry) {
-  // Only a failure on a reused connection can be the keep-alive race; a
-  // fresh connection that fails is the backend's answer.
-  if (retried_ || !upstream_.reused()) return false;
+  const bool reused = upstream_.reused();
   if (retry == RetryClass::never) {
     // Only a failure that could be the race counts as a refused retry.
-    if (error == ProxyError::closed_before_response || error == ProxyError::send_failed)
+    if (reused && (error == ProxyError::closed_before_response || error == ProxyError::send_failed))
       worker_.stats().add(pool_.slot(server_), Counter::retries_refused);
     return false;
   }
-  retried_ = true;
-  spdlog::info("conn {} upstream {} ({}): {} on a reused connection before any response; sending again on a new "
-               "connection",
-               client_.id(), upstream_.connection_id(), pool_.address(server_).text, describe(error).text);
-  int err = 0;
-  auto conn = pool_.open(server_, err);
-  if (!conn) {
-    // The retry's own failure is what the client hears and the log says.
-    fail(err == ECONNREFUSED ? ProxyError::connect_refused : ProxyError::connect_failed, strerror(err));
-    return true;
+  std::optional<std::size_t> avoid;
+  bool fresh = false;
+  if (reused && !retried_) {
+    retried_ = true;
+    fresh = true;
+    if (!worker_.health().available(pool_.slot(server_), HealthClock::now())) avoid = server_;
+    spdlog::info("conn {} upstream {} ({}): {} on a reused connection before any response; sending again on a new "
+                 "connection",
+                 client_.id(), upstream_.connection_id(), pool_.address(server_).text, describe(error).text);
+    // Counted once its new connection is up (on_upstream_connected): a retry
+    // whose connect fails is reported with that final cause instead.
+    retry_reason_ = error == ProxyError::send_failed ? Counter::retries_send_failed : Counter::retries_closed;
+  } else if (retry == RetryClass::unsent && may_fail_over()) {
+    avoid = server_;
+    spdlog::debug("conn {} upstream {} ({}): {} before any byte reached it; trying another server", client_.id(),
+                  upstream_.connection_id(), pool_.address(server_).text, describe(error).text);
+  } else {
+    return false;
   }
-  retry_reason_ = error == ProxyError::send_failed ? Counter::retries_send_failed : Counter::retries_closed;
-  upstream_.attach(std::move(conn), false);
-  enter(Phase::connecting);
+  pool_.note_failure(server_, error);
+  move_to(Phase::connecting);
+  if (!connect_upstream(avoid, fresh)) return true;  // ended with the last attempt's own cause
   upstream_.flush();
   // A client paused on the old connection's full output hears no drain edge
   // from this one if the first write already emptied it.

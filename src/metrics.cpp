@@ -190,7 +190,11 @@ std::string render_status_json(const MetricsView& v) {
     for (std::size_t i = 0; i < up.servers.size(); ++i) {
       std::size_t s = up.first_slot + i;
       bool used = f.get(s, Counter::upstream_connects) + f.get(s, Gauge::connect_failing) > 0;
-      const char* state = f.get(s, Gauge::connect_failing) ? "failing" : used ? "up" : "no traffic";
+      // Down (ejected or failing its checks) outranks everything: it gets no traffic.
+      const char* state = f.get(s, Gauge::server_up) == 0     ? "down"
+                          : f.get(s, Gauge::connect_failing) ? "failing"
+                          : used                             ? "up"
+                                                             : "no traffic";
       out += i ? ",{\"address\":\"" : "{\"address\":\"";
       append_escaped(out, up.servers[i]);
       out += fmt::format("\",\"state\":\"{}\",\"reuse_ratio\":{:.4f},\"counters\":", state, reuse_ratio(f, s));

@@ -39,8 +39,15 @@ Server::Server(Config config) {
   }
   Router router(config.routes);
   MetricsLayout layout = metrics_layout(config);
-  shared_ = std::make_unique<SharedState>(
-      SharedState{std::move(config), std::move(router), std::move(servers), access, std::move(layout)});
+  auto health = std::make_unique<HealthTable>(layout.slots);
+  for (std::size_t g = 0; g < config.upstreams.size(); ++g) {
+    const auto& hc = config.upstreams[g].balancing.health_check;
+    if (hc && hc->start_down)
+      for (std::size_t i = 0; i < config.upstreams[g].servers.size(); ++i)
+        health->set_checked_down(layout.upstreams[g].first_slot + i, true);
+  }
+  shared_ = std::make_unique<SharedState>(SharedState{std::move(config), std::move(router), std::move(servers), access,
+                                                      std::move(layout), std::move(health)});
 
   // The kernel caps the backlog without a word; say so once, here.
   const int backlog = shared_->config.listen_backlog;
@@ -81,6 +88,7 @@ Server::Server(Config config) {
   }
   for (unsigned w = 0; w < shared_->config.workers; ++w)
     workers_.push_back(std::make_unique<Worker>(*shared_, w, std::move(fds[w])));
+  checker_ = std::make_unique<HealthChecker>(shared_->config, shared_->servers, shared_->layout, *shared_->health);
 }
 
 Server::~Server() {
@@ -97,12 +105,14 @@ void Server::start() {
     spdlog::info("admin listener on {}", admin_address_);
   }
   for (auto& w : workers_) w->start();
+  checker_->start();
   for (std::size_t i = 0; i < listening_.size(); ++i)
     spdlog::info("listening on {} ({} worker{})", listening_[i], workers_.size(), workers_.size() == 1 ? "" : "s");
 }
 
 void Server::request_drain() {
   draining_.store(true, std::memory_order_relaxed);
+  if (checker_) checker_->stop();
   for (auto& w : workers_) w->request_drain();
 }
 
@@ -113,6 +123,11 @@ void Server::wait() {
 Snapshot Server::snapshot() const {
   Snapshot total(shared_->layout.slots);
   for (const auto& w : workers_) total += w->stats().read();
+  total += checker_->stats().read();
+  // Up or down is the shared table's, not any worker's.
+  const auto now = HealthClock::now();
+  for (std::size_t slot = 1; slot < shared_->layout.slots; ++slot)
+    total.gauges[slot * kGauges + static_cast<std::size_t>(Gauge::server_up)] = shared_->health->available(slot, now);
   return total;
 }
 

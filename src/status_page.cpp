@@ -64,7 +64,7 @@ function chips(obj) {
 }
 function tile(k, v) { return "<div class=tile><div class=v>" + v + "</div><div class=k>" + k + "</div></div>"; }
 function stateBadge(s) {
-  const cls = s === "up" ? "ok" : s === "failing" ? "bad" : "idle";
+  const cls = s === "up" ? "ok" : s === "failing" || s === "down" ? "bad" : "idle";
   return "<span class='badge " + cls + "'>" + esc(s) + "</span>";
 }
 function render(st) {

@@ -12,7 +12,11 @@ UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config, const s
   for (const auto& s : servers) addresses_.push_back(&s);
 }
 
-UpstreamPool::~UpstreamPool() { close_idle(); }
+UpstreamPool::~UpstreamPool() {
+  close_idle();
+  // Whatever this pool still counted in the process-wide table leaves with it.
+  for (std::size_t i = 0; i < servers_.size(); ++i) worker_.health().add_active(slot(i), -servers_[i].shared_active);
+}
 
 std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bool idempotent) {
   auto& s = servers_[server];
@@ -164,10 +168,16 @@ void UpstreamPool::close_idle() {
 }
 
 void UpstreamPool::publish(std::size_t server) {
-  const auto& s = servers_[server];
+  auto& s = servers_[server];
   auto idle = static_cast<std::int64_t>(s.idle.size());
+  auto active = static_cast<std::int64_t>(s.open) - idle;
   worker_.stats().set(slot(server), Gauge::upstream_idle, idle);
-  worker_.stats().set(slot(server), Gauge::upstream_active, static_cast<std::int64_t>(s.open) - idle);
+  worker_.stats().set(slot(server), Gauge::upstream_active, active);
+  // least_conn, random_two and max_conns read the count over all workers.
+  if (active != s.shared_active) {
+    worker_.health().add_active(slot(server), active - s.shared_active);
+    s.shared_active = active;
+  }
 }
 
 void UpstreamPool::evict(UpstreamConnection& conn, Counter why) {

@@ -1,5 +1,6 @@
 #include "holdfast/worker.hpp"
 
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -34,7 +35,7 @@ Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> liste
                                                     shared.layout.upstreams[g].first_slot));
     // Workers start their round robin at different servers so that a burst
     // spread over workers does not land on the first server of each.
-    balancers_.emplace_back(shared.servers[g].size(), index);
+    balancers_.push_back(make_balancer(shared.config.upstreams[g], index));
   }
   for (int fd : listen_fds)
     listeners_.push_back(std::make_unique<Listener>(base_, fd, [this](int cfd, const sockaddr* a, int l) { on_accept(cfd, a, l); }));
@@ -156,6 +157,8 @@ void Worker::finish_exchange(const ExchangeRecord& r) {
     if (r.times.connect >= 0) stats_.observe(slot, Histogram::connect_time, r.times.connect);
     if (r.times.first_byte >= 0) stats_.observe(slot, Histogram::first_byte_time, r.times.first_byte);
     stats_.observe(slot, Histogram::exchange_time, r.total);
+    // Only an answer that came from the server speaks for its health.
+    if (r.times.first_byte >= 0) note_server_answer(r.group, r.server, r.status);
   } else {
     stats_.add(Counter::responses_4xx_local);
   }
@@ -258,6 +261,111 @@ void Worker::on_reap(evutil_socket_t, short, void* arg) {
     auto batch = std::move(self->retired_);
     self->retired_.clear();
     batch.clear();
+  }
+}
+
+std::optional<std::size_t> Worker::pick_server(std::size_t group, const MessageHead& request,
+                                               std::string_view client_ip, std::optional<std::size_t> avoid,
+                                               std::string& why) {
+  const auto& u = config().upstreams[group];
+  const auto& pool = *pools_[group];
+  const auto now = HealthClock::now();
+  auto& table = health();
+  candidates_.assign(u.servers.size(), Candidate{});
+  std::size_t eligible = 0, ejected = 0, checked = 0, full = 0;
+  for (std::size_t i = 0; i < candidates_.size(); ++i) {
+    auto& c = candidates_[i];
+    const auto slot = pool.slot(i);
+    c.weight = u.balancing.weights[i];
+    c.active = table.active(slot);
+    switch (why_out(group, i, now)) {
+      case OutBecause::in: ++eligible; break;
+      case OutBecause::checked_down: ++checked, c.eligible = false; break;
+      case OutBecause::ejected: ++ejected, c.eligible = false; break;
+      case OutBecause::at_max_conns: ++full, c.eligible = false; break;
+    }
+  }
+  // Never the same server twice in a row while another one can take it.
+  if (avoid && candidates_[*avoid].eligible && eligible > 1) candidates_[*avoid].eligible = false;
+  std::string_view key;
+  if (u.balancing.policy == BalancePolicy::hash) key = request_hash_key(u.balancing.hash_key, request, client_ip);
+  auto chosen = eligible ? balancers_[group]->pick({candidates_, key}) : std::nullopt;
+  if (!chosen)
+    why = fmt::format("all {} server(s) of upstream '{}' are out: {} failing health checks, {} ejected after "
+                      "failures, {} at max_conns",
+                      u.servers.size(), u.name, checked, ejected, full);
+  return chosen;
+}
+
+bool Worker::has_alternative(std::size_t group, std::size_t server) const {
+  const auto now = HealthClock::now();
+  for (std::size_t i = 0; i < config().upstreams[group].servers.size(); ++i)
+    if (i != server && why_out(group, i, now) == OutBecause::in) return true;
+  return false;
+}
+
+Worker::OutBecause Worker::why_out(std::size_t group, std::size_t server, HealthClock::time_point now) const {
+  const auto slot = pools_[group]->slot(server);
+  const auto max_conns = config().upstreams[group].balancing.max_conns;
+  if (health().checked_down(slot)) return OutBecause::checked_down;
+  if (health().ejected(slot, now)) return OutBecause::ejected;
+  if (max_conns && health().active(slot) >= max_conns) return OutBecause::at_max_conns;
+  return OutBecause::in;
+}
+
+void Worker::note_server_failure(std::size_t group, std::size_t server, ProxyError error, bool reused) {
+  switch (error) {
+    case ProxyError::connect_refused:
+    case ProxyError::connect_timeout:
+    case ProxyError::connect_failed:
+    case ProxyError::read_timeout:
+    case ProxyError::send_timeout:
+      break;
+    case ProxyError::closed_before_response:
+    case ProxyError::send_failed:
+      // On a reused connection this is the keep-alive race, not the server's fault.
+      if (reused) return;
+      break;
+    default:
+      return;
+  }
+  const auto& u = config().upstreams[group];
+  // As nginx: with one server there is nowhere else to go, so it is never taken out.
+  if (u.servers.size() < 2) return;
+  balancers_[group]->report(server, PickOutcome::failure);
+  Millis for_how_long{0};
+  PassivePolicy policy{u.balancing.max_fails, u.balancing.fail_timeout, u.balancing.fail_timeout_max};
+  auto change = health().note_failure(pools_[group]->slot(server), policy, HealthClock::now(), &for_how_long);
+  log_health_change(group, server, change, for_how_long, describe(error).text);
+}
+
+void Worker::note_server_answer(std::size_t group, std::size_t server, int status) {
+  const auto& u = config().upstreams[group];
+  if (status >= 500 && u.balancing.fail_on_5xx && u.servers.size() > 1) {
+    Millis for_how_long{0};
+    PassivePolicy policy{u.balancing.max_fails, u.balancing.fail_timeout, u.balancing.fail_timeout_max};
+    auto change = health().note_failure(pools_[group]->slot(server), policy, HealthClock::now(), &for_how_long);
+    log_health_change(group, server, change, for_how_long, fmt::format("answered {}", status));
+    return;
+  }
+  balancers_[group]->report(server, PickOutcome::success);
+  log_health_change(group, server, health().note_success(pools_[group]->slot(server), HealthClock::now()), Millis(0),
+                    "answered");
+}
+
+void Worker::log_health_change(std::size_t group, std::size_t server, HealthChange change, Millis ejected_for,
+                               std::string_view cause) {
+  if (change == HealthChange::none) return;
+  const auto& u = config().upstreams[group];
+  const auto slot = pools_[group]->slot(server);
+  // Only the thread whose compare-and-swap made the change gets here: one line per change.
+  if (change == HealthChange::ejected) {
+    stats_.add(slot, Counter::ejections);
+    spdlog::warn("upstream '{}' server {} ejected for {} after consecutive failures (max_fails {}; last: {})",
+                 u.name, u.servers[server].text, format_duration(ejected_for), u.balancing.max_fails, cause);
+  } else {
+    stats_.add(slot, Counter::recoveries);
+    spdlog::info("upstream '{}' server {} recovered: {} after its ejection", u.name, u.servers[server].text, cause);
   }
 }
 

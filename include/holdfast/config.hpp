@@ -61,9 +61,56 @@ struct KeepaliveConfig {
   Millis margin{1000};
 };
 
+enum class BalancePolicy { round_robin, least_conn, random_two, hash };
+
+// What `balance: hash` hashes: a request header, a cookie or the client's address.
+struct HashKey {
+  enum class Kind { header, cookie, client_ip };
+  Kind kind = Kind::client_ip;
+  std::string name;   // header or cookie name; empty for client_ip
+};
+
+// Active health checks of an upstream's servers (off unless configured).
+struct HealthCheckConfig {
+  std::string path = "/";
+  Millis interval{5000};
+  Millis timeout{2000};
+  unsigned rise = 2;             // consecutive passes that bring a down server up
+  unsigned fall = 3;             // consecutive failures that take an up server down
+  int expect_min = 200;          // a status in [expect_min, expect_max] passes
+  int expect_max = 399;
+  std::string host;              // Host field of the check; the server's address when empty
+  bool start_down = false;       // servers start down until `rise` checks pass
+};
+
+// Requests waiting for a connection slot when every eligible server is at max_conns.
+struct QueueConfig {
+  std::uint32_t size = 0;        // 0: no queue, 503 at once
+  Millis timeout{5000};
+};
+
+// How an upstream's servers are chosen, when one is out, and how a failed
+// attempt moves on (see balancer.hpp and health.hpp).
+struct BalancingConfig {
+  BalancePolicy policy = BalancePolicy::round_robin;
+  HashKey hash_key;
+  std::vector<unsigned> weights;       // per server, parallel to UpstreamConfig::servers
+  unsigned retries = 1;                // further attempts on other servers after an unsent failure
+  Origin retries_origin = Origin::defaulted;
+  Millis retry_timeout{10'000};        // no new attempt starts later than this after the request head
+  unsigned max_fails = 1;              // consecutive failures that eject a server; 0: never
+  Millis fail_timeout{10'000};         // first ejection; doubles on each repeat
+  Millis fail_timeout_max{300'000};    // cap of the doubling
+  bool fail_on_5xx = false;            // a 5xx answer counts as a failure too
+  std::optional<HealthCheckConfig> health_check;
+  std::uint32_t max_conns = 0;         // active connections per server (all workers); 0: no limit
+  QueueConfig queue;
+};
+
 struct UpstreamConfig {
   std::string name;
   std::vector<Endpoint> servers;
+  BalancingConfig balancing;
   KeepaliveConfig keepalive;
   std::optional<Millis> backend_keepalive_timeout;
   Millis connect_timeout{2000};

@@ -27,6 +27,9 @@ enum class ProxyError {
   closed_before_response,
   bad_response,
   closed_mid_response,
+  no_server,             // every server of the upstream is down (503 + Retry-After)
+  queue_full,            // every server at max_conns and the queue full (503)
+  queue_timeout,         // waited in the queue past its timeout (503)
   // Internal
   no_route,
 };

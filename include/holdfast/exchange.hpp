@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "holdfast/access_log.hpp"
@@ -80,7 +81,14 @@ class Exchange final : private UpstreamRequest::Events {
 
   void enter(Phase next);
   void finish(const Outcome& outcome);
-  bool connect_upstream();
+  // Picks a server (not `avoid` while another is eligible) and leases a
+  // pooled connection (unless `fresh`) or opens one. false: the exchange ended.
+  bool connect_upstream(std::optional<std::size_t> avoid = std::nullopt, bool fresh = false);
+  // Spends one unit of the failover budget (retries, retry_timeout) if any is left.
+  bool may_fail_over();
+  void move_to(Phase next) {
+    if (phase_ != next) enter(next);
+  }
   void request_body_done();
   void fail(ProxyError error, const char* detail);
   bool try_retry(ProxyError error, RetryClass retry);
@@ -112,8 +120,9 @@ class Exchange final : private UpstreamRequest::Events {
   ResponseProgress response_;
   bool idempotent_ = false;
   bool expect_continue_ = false;
-  bool retried_ = false;
-  Counter retry_reason_ = Counter::retries_closed;  // counted when the retry's connection is up
+  bool retried_ = false;          // the free retry after a reused connection failed was taken
+  unsigned failovers_ = 0;        // attempts moved on after a failure that reached no backend
+  std::optional<Counter> retry_reason_;  // a retry to count once its connection is up
   const std::string* upgrade_;    // the Upgrade value this request may switch to, in head_
   ChunkForwarder forwarder_;
   UpstreamRequest upstream_;

@@ -9,6 +9,7 @@
 
 #include "holdfast/admin.hpp"
 #include "holdfast/config.hpp"
+#include "holdfast/health_check.hpp"
 #include "holdfast/stats.hpp"
 #include "holdfast/worker.hpp"
 
@@ -44,6 +45,9 @@ class Server {
  private:
   std::unique_ptr<SharedState> shared_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  // The one active health checker (idle when no upstream has health_check);
+  // it reads shared_, so it is declared after it and destroyed before it.
+  std::unique_ptr<HealthChecker> checker_;
   std::vector<std::string> listening_;
   std::string admin_address_;
   std::atomic<bool> draining_{false};

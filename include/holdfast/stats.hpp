@@ -68,7 +68,19 @@ namespace holdfast {
   X(tunnels_closed_backend, worker, "tunnels_closed_total", "reason=\"backend\"", "")                           \
   X(tunnels_closed_timeout, worker, "tunnels_closed_total", "reason=\"idle_timeout\"", "")                      \
   X(tunnels_closed_error, worker, "tunnels_closed_total", "reason=\"error\"", "")                               \
-  X(tunnels_closed_shutdown, worker, "tunnels_closed_total", "reason=\"shutdown\"", "")
+  X(tunnels_closed_shutdown, worker, "tunnels_closed_total", "reason=\"shutdown\"", "")                \
+  X(failovers, server, "upstream_failovers_total", "",                                                          \
+    "Requests moved to another server after an attempt on this one failed before any byte reached it.")         \
+  X(ejections, server, "upstream_ejections_total", "",                                                          \
+    "Times this server was taken out of rotation after consecutive failures (passive health).")                 \
+  X(recoveries, server, "upstream_recoveries_total", "",                                                        \
+    "Times this server came back into rotation: answered after an ejection, or passed its health checks.")      \
+  X(check_failures, server, "upstream_health_check_failures_total", "", "Active health checks that failed.")     \
+  X(no_server, worker, "upstream_unavailable_total", "",                                                        \
+    "Requests answered 503 at once because every server of their upstream was down.")                           \
+  X(queue_overflow, worker, "upstream_queue_rejections_total", "reason=\"overflow\"",                             \
+    "Requests answered 503 because every server was at max_conns and the queue was full, or the wait too long.") \
+  X(queue_timeout, worker, "upstream_queue_rejections_total", "reason=\"timeout\"", "")
 
 // X(id, scope, family, labels, aggregate over workers, scale to base unit, help)
 #define HOLDFAST_GAUGES(X)                                                                                        \
@@ -82,7 +94,9 @@ namespace holdfast {
   X(learned_timeout_ms, server, "upstream_learned_keepalive_timeout_seconds", "", max, 0.001,                   \
     "Idle timeout the server announced in Keep-Alive: timeout=N (largest over workers; absent until learned).") \
   X(connect_failing, server, "upstream_connect_failing", "", max, 1.0,                                          \
-    "1 while the last connect attempt to this server failed (on any worker).")
+    "1 while the last connect attempt to this server failed (on any worker).") \
+  X(server_up, server, "upstream_server_up", "", max, 1.0,                                                      \
+    "1 while the server takes traffic; 0 while it is ejected (passive) or down by its health checks.")
 
 // X(id, family, help); all per server, in seconds.
 #define HOLDFAST_HISTOGRAMS(X)                                                                                    \

@@ -85,6 +85,7 @@ class UpstreamPool final : public UpstreamConnection::Owner {
     std::vector<std::unique_ptr<UpstreamConnection>> idle;  // back() is the newest
     std::optional<Millis> learned_timeout;  // the server's, for its new connections
     std::size_t open = 0;  // connections opened here and not yet retired (idle or leased)
+    std::int64_t shared_active = 0;  // this pool's share of the HealthTable's active count
   };
 
   // How long `conn` may stay idle from now, or nullopt if it must not be pooled.

@@ -18,6 +18,8 @@
 #include "holdfast/client_connection.hpp"
 #include "holdfast/intrusive_list.hpp"
 #include "holdfast/config.hpp"
+#include "holdfast/errors.hpp"
+#include "holdfast/health.hpp"
 #include "holdfast/listener.hpp"
 #include "holdfast/router.hpp"
 #include "holdfast/stats.hpp"
@@ -32,6 +34,9 @@ struct SharedState {
   std::vector<std::vector<ServerAddress>> servers;  // per upstream group
   std::shared_ptr<spdlog::logger> access_log;       // null when off
   MetricsLayout layout;                             // which Stats slot is which server
+  // Process-wide server health, indexed by Stats slot; its atomics are
+  // written by every worker and the health checker (see health.hpp).
+  std::unique_ptr<HealthTable> health;
 };
 
 // One Stats slot per configured server, after the worker-wide slot 0.
@@ -55,7 +60,17 @@ class Worker {
   const Config& config() const noexcept { return shared_.config; }
   const Router& router() const noexcept { return shared_.router; }
   UpstreamPool& pool(std::size_t group) { return *pools_[group]; }
-  Balancer& balancer(std::size_t group) { return balancers_[group]; }
+  HealthTable& health() const noexcept { return *shared_.health; }
+  // A server of `group` for the next attempt: an eligible one (up, not
+  // ejected, under max_conns), never `avoid` while another is eligible.
+  // nullopt when none is; then `why` says what kept each one out.
+  std::optional<std::size_t> pick_server(std::size_t group, const MessageHead& request, std::string_view client_ip,
+                                         std::optional<std::size_t> avoid, std::string& why);
+  // Whether a server of `group` other than `server` could take a request now.
+  bool has_alternative(std::size_t group, std::size_t server) const;
+  // Passive health: an attempt on `server` failed with `error` (only connect
+  // errors and timeouts count against it).
+  void note_server_failure(std::size_t group, std::size_t server, ProxyError error, bool reused);
   Stats& stats() noexcept { return stats_; }
   // Any thread: the Stats are atomics written by this worker only.
   const Stats& stats() const noexcept { return stats_; }
@@ -115,13 +130,21 @@ class Worker {
   void on_accept(int fd, const sockaddr* addr, int len);
   void close_all_clients();
   void publish_client_gauges() noexcept;
+  // The server answered `status`: passive health success, or failure for a
+  // 5xx when the upstream says fail_on_5xx.
+  void note_server_answer(std::size_t group, std::size_t server, int status);
+  enum class OutBecause { in, checked_down, ejected, at_max_conns };
+  OutBecause why_out(std::size_t group, std::size_t server, HealthClock::time_point now) const;
+  void log_health_change(std::size_t group, std::size_t server, HealthChange change, Millis ejected_for,
+                         std::string_view cause);
 
   const SharedState& shared_;
   unsigned index_;
   event_base* base_ = nullptr;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<UpstreamPool>> pools_;
-  std::vector<Balancer> balancers_;
+  std::vector<std::unique_ptr<Balancer>> balancers_;
+  std::vector<Candidate> candidates_;   // scratch for pick_server
   Stats stats_;
   std::uint64_t next_id_ = 1;
   std::int64_t tunnels_ = 0;

@@ -194,8 +194,10 @@ class WorkerHarness {
     Config config = load_config_text(text, "unit.yaml");
     Router router(config.routes);
     MetricsLayout layout = metrics_layout(config);
-    shared_ = std::make_unique<SharedState>(
-        SharedState{std::move(config), std::move(router), {{listener.server_address()}}, nullptr, std::move(layout)});
+    auto health = std::make_unique<HealthTable>(layout.slots);
+    shared_ = std::make_unique<SharedState>(SharedState{std::move(config), std::move(router),
+                                                        {{listener.server_address()}}, nullptr, std::move(layout),
+                                                        std::move(health)});
     worker_ = std::make_unique<Worker>(*shared_, 0, std::vector<int>{});
   }
   ~WorkerHarness() {

@@ -138,3 +138,43 @@ admin: {listen: "127.0.0.1:8080"}
 )";
   CHECK(error_of(shared).find("must not share the proxy's port") != std::string::npos);
 }
+
+TEST_CASE("balancing keys: defaults, values and FILE:LINE: KEY errors") {
+  auto two = std::string("upstreams:\n  app:\n    servers:\n      - address: 127.0.0.1:9001\n"
+                         "      - {address: 127.0.0.1:9002, weight: 5}\n");
+  auto c = load_config_text(two, "t.yaml");
+  const auto& b = c.upstreams[0].balancing;
+  CHECK(b.policy == BalancePolicy::round_robin);
+  CHECK(b.weights == std::vector<unsigned>{1, 5});
+  CHECK(b.retries == 1);
+  CHECK(b.max_fails == 1);
+  CHECK(!b.health_check);
+  auto more = two + "    balance: hash\n    hash_key: cookie:sid\n    retries: 3\n    max_fails: 0\n"
+                    "    health_check: {path: /healthz, interval: 1s, rise: 1, fall: 2, expect: \"200-299\", start: down}\n"
+                    "    max_conns: 2\n    queue: {size: 4, timeout: 250ms}\n";
+  c = load_config_text(more, "t.yaml");
+  const auto& m = c.upstreams[0].balancing;
+  CHECK(m.policy == BalancePolicy::hash);
+  CHECK(m.hash_key.kind == HashKey::Kind::cookie);
+  CHECK(m.hash_key.name == "sid");
+  CHECK(m.retries == 3);
+  CHECK(m.max_fails == 0);
+  REQUIRE(m.health_check);
+  CHECK(m.health_check->path == "/healthz");
+  CHECK(m.health_check->expect_max == 299);
+  CHECK(m.health_check->start_down);
+  CHECK(m.max_conns == 2);
+  CHECK(m.queue.size == 4);
+  CHECK(m.queue.timeout == Millis(250));
+  auto text = describe_config(c);
+  CHECK(text.find("balance: hash") != std::string::npos);
+  CHECK(text.find("max_conns: 2") != std::string::npos);
+
+  CHECK(error_of(two + "    balance: fastest\n").find("t.yaml:6: upstreams.app.balance: 'fastest' is not a policy") == 0);
+  CHECK(error_of(two + "    hash_key: header:X\n").find("t.yaml:6: upstreams.app.hash_key: applies only with balance: hash") == 0);
+  CHECK(error_of(two + "    health_check: {expect: \"300-200\"}\n").find("t.yaml:6: upstreams.app.health_check.expect:") == 0);
+  CHECK(error_of(two + "    health_check: {interval: 1s, timeout: 2s}\n").find("upstreams.app.health_check.timeout: must not exceed interval") != std::string::npos);
+  CHECK(error_of(two + "    queue: {size: 3}\n").find("t.yaml:6: upstreams.app.queue: applies only with max_conns") == 0);
+  CHECK(error_of(std::string("upstreams:\n  app:\n    servers:\n      - {address: 127.0.0.1:1, weight: 0}\n"))
+            .find("t.yaml:4: upstreams.app.servers[0].weight:") == 0);
+}

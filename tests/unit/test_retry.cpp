@@ -137,6 +137,9 @@ TEST_CASE("retry row 5: every other error -> never") {
       {ProxyError::closed_before_response, "unsent"},
       {ProxyError::bad_response, "never"},
       {ProxyError::closed_mid_response, "never"},
+      {ProxyError::no_server, "never"},
+      {ProxyError::queue_full, "never"},
+      {ProxyError::queue_timeout, "never"},
       {ProxyError::no_route, "never"},
   };
   CHECK(expected.size() == static_cast<std::size_t>(ProxyError::no_route) + 1);
