@@ -67,6 +67,13 @@ void ClientConnection::enter_idle() {
   // The keepalive timeout is kept by the worker's idle list, not by a timer
   // of this connection's own.
   stream_.set_read_timeout(std::nullopt);
+  if (stream_.output_length() > 0) {
+    // The idle clock starts once the last response is written (as the
+    // client counts it): until then the send timeout governs, and
+    // on_stream_drained marks the connection idle.
+    stream_.set_drain_mark(0);
+    return;
+  }
   if (stream_.input_length() == 0) {
     // Nothing pipelined: hold no parser, no buffers and no timer while idle.
     parser_.reset();
@@ -111,6 +118,11 @@ void ClientConnection::parse_requests() {
     if (state_ == State::idle) {
       state_ = State::reading_head;
       worker_.unmark_idle(this);
+      stream_.set_drain_mark(kLowWater);
+      // Until this head says otherwise (an error answer may come first).
+      request_head_ = false;
+      request_http11_ = true;
+      request_keep_alive_ = true;
       // The header deadline is armed below only if the head does not arrive
       // in this read, which spares a timer update for almost every request.
       deadline_ = std::chrono::steady_clock::now() + worker_.config().client.header_timeout;
@@ -128,8 +140,9 @@ void ClientConnection::parse_requests() {
   }
   if (state_ == State::reading_head) {
     if (input_closed_) {
-      // The client shut down its side in the middle of a head: nothing to answer.
-      close_now();
+      // The client shut down its side in the middle of a head: nothing to
+      // answer, but what is already queued for it still goes out.
+      close_after_output(false);
     } else {
       // The head must arrive in full by its deadline, however slowly it drips.
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now());
@@ -273,6 +286,13 @@ void ClientConnection::on_stream_drained(Stream&) {
     if (stream_.output_length() == 0) start_lingering();
     return;
   }
+  if (state_ == State::idle) {
+    if (stream_.output_length() == 0) {
+      stream_.set_drain_mark(kLowWater);
+      enter_idle();
+    }
+    return;
+  }
   if (exchange_) exchange_->on_client_drained();
 }
 
@@ -332,12 +352,13 @@ void ClientConnection::on_input_closed() {
   input_closed_ = true;
   switch (state_) {
     case State::idle:
-      // Pipelined requests that came with the FIN are still answered.
+      // Pipelined requests that came with the FIN are still answered; the
+      // last response still goes out in full.
       if (stream_.input_length() > 0) parse_requests();
-      else close_now();
+      else close_after_output(false);
       return;
     case State::reading_head:
-      close_now();
+      close_after_output(false);
       return;
     case State::exchanging:
       // A half-close after a complete request still gets its response

@@ -112,6 +112,8 @@ void ClientConnection::start_tunnel(const MessageHead& h, std::unique_ptr<Upstre
   worker_.defer_delete(std::move(exchange_));
   tunnel_ = std::make_unique<Tunnel>(*this, stream_, std::move(upstream), idle_timeout, std::move(origin));
   tunnel_->start();
+  // A FIN that came with or after the upgrade request is the tunnel's too.
+  if (input_closed_ && tunnel_) tunnel_->on_client_event(Stream::eof | Stream::reading);
 }
 
 void ClientConnection::abort() { close_now(); }

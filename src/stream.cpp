@@ -129,12 +129,16 @@ void Stream::on_timer(evutil_socket_t, short, void* arg) {
     self->read_deadline_.reset();
     self->reading_ = false;
     self->report(timeout | reading);
+    // A write deadline still pending must keep its timer: the owner may
+    // go on writing (an error answer) after a read timeout.
+    if (self->fd_ >= 0) self->arm_timer();
     return;
   }
   bool waiting_to_write = self->connecting_ || self->output_length() > 0;
   if (self->write_deadline_ && waiting_to_write && now >= *self->write_deadline_) {
     self->write_deadline_.reset();
     self->report(timeout | writing);
+    if (self->fd_ >= 0) self->arm_timer();
     return;
   }
   if (!waiting_to_write) self->write_deadline_.reset();

@@ -83,7 +83,8 @@ void Tunnel::on_event(Direction& d, short what) {
   if (ended_) return;
   if (what & Stream::timeout) {
     if (what & Stream::writing) {
-      end(End::error, d.from == up_.from ? "send timeout to the backend" : "send timeout to the client");
+      // The stream that reported it is `d.from`, and it is that stream's peer that stopped reading.
+      end(End::error, d.from == up_.from ? "send timeout to the client" : "send timeout to the backend");
       return;
     }
     // A read timeout on one leg while the other is busy is no idleness.

@@ -9,6 +9,11 @@
 
 namespace holdfast {
 
+namespace {
+// More than this many 1xx answers before the final one is a broken backend.
+constexpr unsigned kMaxInterim = 16;
+}  // namespace
+
 UpstreamRequest::UpstreamRequest(Events& events, UpstreamPool& pool, Options options)
     : events_(events), pool_(pool), options_(options), parser_(HttpParser::Kind::response, 64 * 1024) {
   relay_.self = this;
@@ -32,6 +37,7 @@ void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reus
   mode_ = BodyMode::none;
   remaining_ = 0;
   head_seen_ = bytes_seen_ = response_complete_ = backend_close_ = paused_ = failed_ = false;
+  interim_ = 0;
   connect_seconds_ = -1;
   first_byte_at_ = {};
   queued_ = 0;
@@ -107,7 +113,11 @@ bool UpstreamRequest::congested() {
 }
 
 void UpstreamRequest::flush() {
-  if (conn_) conn_->stream().flush();
+  if (!conn_) return;
+  conn_->stream().flush();
+  // The last request byte just went out: the wait for the answer starts.
+  if (conn_ && request_complete_ && !head_seen_ && conn_->connected() && conn_->stream().output_length() == 0)
+    arm_timeouts();
 }
 
 void UpstreamRequest::arm_timeouts() {
@@ -118,9 +128,11 @@ void UpstreamRequest::arm_timeouts() {
     s.set_write_timeout(cfg.connect_timeout);
     return;
   }
-  // The read timeout starts once the whole request is out: a slow upload is
-  // governed by the client's body_timeout, not by the backend's silence.
-  s.set_read_timeout(request_complete_ ? std::optional<Millis>(cfg.read_timeout) : std::nullopt);
+  // The read timeout starts once the whole request has been written (or an
+  // early answer began): a slow upload is governed by the client's
+  // body_timeout and the send timeout, not by the backend's silence.
+  bool waiting = head_seen_ || (request_complete_ && s.output_length() == 0);
+  s.set_read_timeout(waiting ? std::optional<Millis>(cfg.read_timeout) : std::nullopt);
   s.set_write_timeout(cfg.send_timeout);
 }
 
@@ -160,6 +172,7 @@ void UpstreamRequest::on_upstream_readable(UpstreamConnection& conn) {
 
 void UpstreamRequest::on_upstream_drained(UpstreamConnection&) {
   if (!request_complete_) events_.on_request_drained();
+  else if (!head_seen_ && conn_ && conn_->stream().output_length() == 0) arm_timeouts();
 }
 
 void UpstreamRequest::process_response() {
@@ -250,6 +263,12 @@ bool UpstreamRequest::handle_head() {
       events_.on_switching_protocols(h);
       return false;
     }
+    // Interim answers are relayed without backpressure (they come before the
+    // head that the client's pace governs), so their number is bounded.
+    if (++interim_ > kMaxInterim) {
+      fail(ProxyError::bad_response, "too many 1xx interim responses");
+      return false;
+    }
     events_.on_interim_response(h);
     parser_.reset();
     return conn_ != nullptr;
@@ -274,6 +293,8 @@ bool UpstreamRequest::handle_head() {
     if (hint.timeout || hint.max) pool_.learn(*conn_, hint);
   }
   head_seen_ = true;
+  // An early answer (request still arriving) is read under read_timeout too.
+  if (!request_complete_) arm_timeouts();
   events_.on_response_head(h, mode_);
   if (!conn_ || failed_) return false;
   // Only a chunked body goes through the parser; the head is done with.

@@ -111,7 +111,10 @@ void Worker::begin_drain() {
              static_cast<suseconds_t>((config().drain_timeout.count() % 1000) * 1000)};
   evtimer_add(drain_deadline_event_, &tv);
   clients_.for_each([](ClientConnection* c) { c->drain(); });
-  // Idle connections now close after the drain grace instead of keepalive_timeout.
+  // Idle connections now close after the drain grace instead of
+  // keepalive_timeout, counted from the drain: each gets the full grace.
+  auto now = Clock::now();
+  idle_.for_each([now](ClientConnection* c) { c->idle_since = now; });
   if (idle_timer_armed_) event_del(idle_timer_);
   arm_idle_timer();
   for (auto& p : pools_) p->close_idle();

@@ -150,6 +150,7 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   bool backend_close_ = false;       // close token, or close-delimited body
   bool paused_ = false;              // reading stopped for the client's backpressure
   bool failed_ = false;
+  unsigned interim_ = 0;             // 1xx answers so far (bounded: see handle_head)
 };
 
 }  // namespace holdfast
