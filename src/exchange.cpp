@@ -77,6 +77,7 @@ bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh) {
       return false;
     }
     server_ = *pick;
+    server_chosen_ = true;
     if (!fresh) {
       if (auto conn = pool_.acquire(server_, idempotent_)) {
         upstream_.attach(std::move(conn), true);
@@ -326,7 +327,7 @@ void Exchange::write_access_log(int status) {
     times.first_byte = std::chrono::duration<double>(upstream_.first_byte_at() - started_).count();
   worker_.finish_exchange({client_.peer(), head_.method, head_.target, static_cast<int>(head_.version_major),
                            static_cast<int>(head_.version_minor), status, request_.bytes, sink_.response_bytes(),
-                           group_, upstream_.attempts() > 0, server_, upstream_.reused(), retried_, times,
+                           group_, server_chosen_, server_, upstream_.reused(), retried_, times,
                            seconds_since(started_)});
 }
 

@@ -121,6 +121,7 @@ class Exchange final : private UpstreamRequest::Events {
   bool idempotent_ = false;
   bool expect_continue_ = false;
   bool retried_ = false;          // the free retry after a reused connection failed was taken
+  bool server_chosen_ = false;    // server_ names a real choice (for the log and per-server figures)
   unsigned failovers_ = 0;        // attempts moved on after a failure that reached no backend
   std::optional<Counter> retry_reason_;  // a retry to count once its connection is up
   const std::string* upgrade_;    // the Upgrade value this request may switch to, in head_
