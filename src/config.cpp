@@ -54,6 +54,13 @@ class Loader {
     return *d;
   }
 
+  bool boolean(const YAML::Node& node, const std::string& key) const {
+    auto text = scalar(node, key);
+    if (text == "true") return true;
+    if (text == "false") return false;
+    fail(node, key, "'" + text + "' is not a boolean (expected true or false)");
+  }
+
   std::uint64_t size(const YAML::Node& node, const std::string& key) const {
     auto text = scalar(node, key);
     auto s = parse_size(text);
@@ -104,7 +111,7 @@ class Loader {
     Config c;
     c.source = source_;
     if (root.IsNull()) fail(root, "(top level)", "the file is empty");
-    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log", "admin"});
+    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log", "admin", "via"});
 
     if (auto n = root["listen"]) {
       if (n.IsScalar()) c.listen.push_back(endpoint(n, "listen", true));
@@ -154,6 +161,11 @@ class Loader {
         else fail(f, "log.access_format", "'" + format + "' is not a format (expected text or json)");
       }
     }
+    if (auto n = root["via"]) {
+      expect_map(n, "via", {"upstream", "client"});
+      if (auto v = n["upstream"]) c.via.upstream = boolean(v, "via.upstream");
+      if (auto v = n["client"]) c.via.client = boolean(v, "via.client");
+    }
     if (auto n = root["admin"]) {
       expect_map(n, "admin", {"listen"});
       if (auto l = n["listen"]) c.admin.listen = endpoint(l, "admin.listen", true);
@@ -168,8 +180,10 @@ class Loader {
   void load_client(const YAML::Node& n, ClientConfig& cc) {
     if (!n) return;
     expect_map(n, "client", {"keepalive_timeout", "keepalive_requests", "header_timeout", "body_timeout",
-                             "send_timeout", "max_header_bytes", "front_idle_timeout", "margin"});
+                             "send_timeout", "max_header_bytes", "front_idle_timeout", "margin",
+                             "keepalive_grace"});
     if (auto v = n["keepalive_timeout"]) cc.keepalive_timeout = {duration(v, "client.keepalive_timeout"), Origin::declared};
+    if (auto v = n["keepalive_grace"]) cc.keepalive_grace = duration(v, "client.keepalive_grace");
     if (auto v = n["keepalive_requests"]) cc.keepalive_requests = count(v, "client.keepalive_requests", 1, 1ULL << 40);
     if (auto v = n["header_timeout"]) cc.header_timeout = positive(v, "client.header_timeout");
     if (auto v = n["body_timeout"]) cc.body_timeout = positive(v, "client.body_timeout");
@@ -338,6 +352,7 @@ std::string describe_config(const Config& c) {
   const auto& cl = c.client;
   o << "client:\n"
     << "  keepalive_timeout: " << format_duration(cl.keepalive_timeout.value) << "\n"
+    << "  keepalive_grace: " << format_duration(cl.keepalive_grace) << "\n"
     << "  keepalive_requests: " << cl.keepalive_requests << "\n"
     << "  header_timeout: " << format_duration(cl.header_timeout) << "\n"
     << "  body_timeout: " << format_duration(cl.body_timeout) << "\n"
@@ -370,6 +385,8 @@ std::string describe_config(const Config& c) {
   o << "log:\n  level: " << c.log.level << "\n  access: " << c.log.access << "\n  access_format: "
     << (c.log.access_format == AccessFormat::json ? "json" : "text") << "\n";
   if (c.admin.listen) o << "admin:\n  listen: " << c.admin.listen->text << "\n";
+  o << "via:\n  upstream: " << (c.via.upstream ? "true" : "false") << "\n  client: " << (c.via.client ? "true" : "false")
+    << "\n";
 
   // The chain, outermost hop first. Each caller must give up on an idle
   // connection before the server behind it does.
@@ -385,8 +402,22 @@ std::string describe_config(const Config& c) {
       << origin_name(u.keepalive.idle_timeout.origin) << "), margin " << format_duration(u.keepalive.margin) << "\n";
     o << "#   backend '" << u.name << "'          keepalive_timeout "
       << (u.backend_keepalive_timeout ? format_duration(*u.backend_keepalive_timeout) + " (declared)  ok: above idle_timeout + margin"
-                                      : std::string("unknown (learned from Keep-Alive: timeout=N answers)"))
+                                      : std::string("unknown"))
       << "\n";
+  }
+  for (const auto& u : c.upstreams) {
+    if (u.backend_keepalive_timeout) continue;
+    const auto m = format_duration(u.keepalive.margin);
+    o << "#\n# upstream '" << u.name << "': the backend's idle timeout is unknown, so holdfast\n"
+      << "#   asks:   every request says Connection: keep-alive (Apache then states timeout=N);\n"
+      << "#   learns: Keep-Alive: timeout=N answers, and the idle time after which the backend\n"
+      << "#           closes a pooled connection (rounded down to whole seconds, as a FIN may come late;\n"
+      << "#           the shortest recent one counts, growing back by a quarter every 2m);\n"
+      << "#   keeps:  pooled connections idle at most min(stated, observed) - margin (" << m << "),\n"
+      << "#           and never longer than idle_timeout (" << format_duration(u.keepalive.idle_timeout.value)
+      << "); POST and PATCH go only on connections more than margin (" << m << ") from that timeout.\n"
+      << "#   Until the backend's first answer or close, idle_timeout applies; GET-like requests that\n"
+      << "#   meet a close are sent again. Declare backend_keepalive_timeout to start safe.\n";
   }
   return o.str();
 }

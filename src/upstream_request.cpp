@@ -297,6 +297,8 @@ void UpstreamRequest::fail(ProxyError error, const char* detail) {
   facts.idempotent = options_.idempotent;
   facts.replay_complete = replay_complete_;
   failed_ = true;
+  if (reused_ && !bytes_seen_ && (error == ProxyError::closed_before_response || error == ProxyError::send_failed))
+    pool_.learn_from_race(*conn_);
   // The connection is given up before anyone hears of the failure: a retry
   // must never find it again.
   conn_->set_owner(nullptr);

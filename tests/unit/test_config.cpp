@@ -138,3 +138,28 @@ admin: {listen: "127.0.0.1:8080"}
 )";
   CHECK(error_of(shared).find("must not share the proxy's port") != std::string::npos);
 }
+
+TEST_CASE("Via per direction and the client keep-alive grace") {
+  auto c = load_config_text(kBase, "t.yaml");
+  CHECK_FALSE(c.via.upstream);
+  CHECK(c.via.client);
+  CHECK(c.client.keepalive_grace == Millis(1000));
+  c = load_config_text(std::string(kBase) + "via: {upstream: true, client: false}\nclient:\n  keepalive_grace: 250ms\n",
+                       "t.yaml");
+  CHECK(c.via.upstream);
+  CHECK_FALSE(c.via.client);
+  CHECK(c.client.keepalive_grace == Millis(250));
+  auto e = error_of(std::string(kBase) + "via:\n  upstream: yes please\n");
+  CHECK(e.find("t.yaml:7: via.upstream: 'yes please' is not a boolean") == 0);
+  e = error_of(std::string(kBase) + "via:\n  both: true\n");
+  CHECK(e.find("via.both: unknown key") != std::string::npos);
+}
+
+TEST_CASE("describe_config says what holdfast does when the backend's timeout is unknown") {
+  auto d = describe_config(load_config_text(kBase, "t.yaml"));
+  CHECK(d.find("upstream 'app': the backend's idle timeout is unknown") != std::string::npos);
+  CHECK(d.find("Connection: keep-alive") != std::string::npos);
+  CHECK(d.find("margin (1s)") != std::string::npos);
+  d = describe_config(load_config_text(std::string(kBase) + "    backend_keepalive_timeout: 5s\n", "t.yaml"));
+  CHECK(d.find("idle timeout is unknown") == std::string::npos);
+}
