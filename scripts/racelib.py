@@ -353,6 +353,22 @@ def _request(method, host, request_id):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+def let_backend_close_once(proxy_host, proxy_port, T=1.0):
+    """One request through the proxy, then an idle pause long enough for the
+    backend to close the proxy's upstream connection (T plus the late FIN):
+    what a proxy can learn from that close, it has learned afterwards."""
+    conn = _Conn(proxy_host, proxy_port)
+    try:
+        conn.ensure()
+        conn.exchange(_request("GET", proxy_host, "learn-%x" % int(time.time() * 1000)),
+                      time.monotonic() + ANSWER_WAIT)
+    except (OSError, ValueError, IndexError):
+        pass
+    finally:
+        conn.close()
+    time.sleep(float(T) + FIN_DELAY + 0.25)
+
+
 def run_race(proxy_host, proxy_port, T=1.0, methods=("GET", "POST"), n_sweep=60, n_steady=60,
              tag=None, shard=(0, 1)):
     """Runs the race through a proxy and returns the counts.
