@@ -395,7 +395,7 @@ std::string describe_config(const Config& c) {
     << (cl.front_idle_timeout ? format_duration(*cl.front_idle_timeout) + " (declared)" : std::string("unknown")) << "\n";
   o << "#   holdfast client side     keepalive_timeout " << format_duration(cl.keepalive_timeout.value) << " ("
     << origin_name(cl.keepalive_timeout.origin) << "), margin " << format_duration(cl.margin.value) << " ("
-    << origin_name(cl.margin.origin) << ")"
+    << origin_name(cl.margin.origin) << "), closes idle after + grace " << format_duration(cl.keepalive_grace)
     << (cl.front_idle_timeout ? "  ok: above the front's idle timeout" : "") << "\n";
   for (const auto& u : c.upstreams) {
     o << "#   holdfast pool '" << u.name << "'    idle_timeout " << format_duration(u.keepalive.idle_timeout.value) << " ("
@@ -415,7 +415,7 @@ std::string describe_config(const Config& c) {
       << "#           the shortest recent one counts, growing back by a quarter every 2m);\n"
       << "#   keeps:  pooled connections idle at most min(stated, observed) - margin (" << m << "),\n"
       << "#           and never longer than idle_timeout (" << format_duration(u.keepalive.idle_timeout.value)
-      << "); POST and PATCH go only on connections more than margin (" << m << ") from that timeout.\n"
+      << ");\n#           POST and PATCH go only on connections more than margin (" << m << ") from it.\n"
       << "#   Until the backend's first answer or close, idle_timeout applies; GET-like requests that\n"
       << "#   meet a close are sent again. Declare backend_keepalive_timeout to start safe.\n";
   }

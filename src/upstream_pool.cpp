@@ -81,7 +81,7 @@ std::optional<Millis> UpstreamPool::backend_timeout(const UpstreamConnection& co
 std::optional<Millis> UpstreamPool::idle_budget(const UpstreamConnection& conn, Clock::time_point idle_since,
                                                 Clock::time_point now, Counter* why) const {
   const auto& ka = config_.keepalive;
-  if (conn.requests >= ka.max_requests || (conn.requests_left && *conn.requests_left == 0)) {
+  if (last_request(conn)) {
     *why = Counter::evict_max_requests;
     return std::nullopt;
   }

@@ -35,7 +35,7 @@ void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reus
   connect_seconds_ = -1;
   first_byte_at_ = {};
   queued_ = 0;
-  queue(replay_.data(), replay_.size());
+  queue_held(pool_.last_request(*conn_));
   // The head is always sent; it is kept for a replay only while it fits.
   if (attempts_ == 1 && replay_.size() > options_.retry_buffer) {
     replay_complete_ = false;
@@ -43,6 +43,23 @@ void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reus
   }
   conn_->stream().enable_read();
   arm_timeouts();
+}
+
+void UpstreamRequest::queue_held(bool last) {
+  // The last request a connection may carry says so: the backend then closes
+  // after answering rather than keeping a connection nobody will reuse.
+  static constexpr std::string_view ask = "\r\nConnection: keep-alive\r\n";
+  std::string_view held = replay_;
+  auto at = last ? held.find(ask) : std::string_view::npos;
+  if (at == std::string_view::npos || at > held.find("\r\n\r\n")) {
+    queue(held.data(), held.size());
+    return;
+  }
+  static constexpr std::string_view close = "\r\nConnection: close\r\n";
+  queue(held.data(), at);
+  queue(close.data(), close.size());
+  held.remove_prefix(at + ask.size());
+  queue(held.data(), held.size());
 }
 
 void UpstreamRequest::queue(const char* data, std::size_t n) {

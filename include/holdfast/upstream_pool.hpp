@@ -48,6 +48,11 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   // loop turn.
   std::unique_ptr<UpstreamConnection> acquire(std::size_t server, bool idempotent);
 
+  // True when `conn`, its request count just updated, carries its last request.
+  bool last_request(const UpstreamConnection& conn) const noexcept {
+    return conn.requests >= config_.keepalive.max_requests || (conn.requests_left && *conn.requests_left == 0);
+  }
+
   // A new connection, connecting. nullptr with `err` set when it failed at once.
   std::unique_ptr<UpstreamConnection> open(std::size_t server, int& err);
 

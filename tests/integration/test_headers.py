@@ -122,6 +122,19 @@ class RequestHeadersTest(h.ProxyTestCase):
         self.assertEqual(self.b.requests[-1].headers.get_all("Connection"), ["keep-alive"])
 
 
+class LastRequestTest(h.ProxyTestCase):
+
+    def test_last_request_on_a_connection_asks_for_the_close(self):
+        b = self.backend(name="b1")
+        p = self.proxy(make_config([b.port], keepalive={"max_requests": 2}))
+        c = self.client(p.port)
+        for i in range(3):
+            self.assertEqual(c.request("GET", f"/l{i}").status, 200)
+        self.assertEqual([r.headers.get_all("Connection") for r in b.requests],
+                         [["keep-alive"], ["close"], ["keep-alive"]])
+        self.assertEqual([r.conn_index for r in b.requests], [1, 1, 2])
+
+
 class ViaChoiceTest(h.ProxyTestCase):
 
     def test_via_per_direction(self):
