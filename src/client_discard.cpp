@@ -14,7 +14,10 @@
 namespace holdfast {
 
 bool ClientConnection::can_discard_request_body() const {
-  if (!exchange_) return false;
+  // A client waiting for 100 Continue may answer a final status by not
+  // sending the body at all: what it sends next could be a request or the
+  // body, so the connection cannot continue.
+  if (!exchange_ || exchange_->expects_continue()) return false;
   auto left = exchange_->request_body_left();
   // A chunked body's size is unknown: the byte bound applies as it is read.
   return !left || *left <= kDiscardBytes;

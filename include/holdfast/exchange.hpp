@@ -48,6 +48,8 @@ class Exchange final : private UpstreamRequest::Events {
     if (request_.mode == BodyMode::chunked) return std::nullopt;
     return request_.remaining;
   }
+  // The client asked for 100-continue: it may never send the body.
+  bool expects_continue() const noexcept { return expect_continue_; }
   // A head (or an error answer) has gone to the client.
   bool response_started() const noexcept { return response_.started; }
   Phase phase() const noexcept { return phase_; }

@@ -163,6 +163,13 @@ class EarlyAnswerTest(h.ProxyTestCase):
         c.send(b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n")
         self.assertEqual(c.request("GET", "/next").status, 200)
 
+    def test_expect_continue_closes(self):
+        # A client that expected 100 Continue may never send the body: what
+        # follows cannot be told apart, so the connection closes.
+        b, p, c, r = self.post_in_two_writes(100, [("Expect", "100-continue")])
+        self.assertEqual(r.status, 401)
+        self.assertIn("close", r.headers.tokens("connection"), r.raw_head)
+
     def test_too_large_a_rest_closes(self):
         b, p, c, r = self.post_in_two_writes(50 * 1024 * 1024)
         self.assertEqual(r.status, 401)
