@@ -959,6 +959,7 @@ class Bench:
             cases.append(("haproxy", "haproxy: defaults (http-reuse safe)"))
             cases.append(("haproxy-always", "haproxy: http-reuse always"))
         if "holdfast" in self.targets:
+            cases.append(("holdfast-defaults", "holdfast: defaults (nothing about the backend)"))
             cases.append(("holdfast", "holdfast: idle_timeout 30s, margin 200ms"))
             cases.append(("holdfast-bkt", "holdfast: backend_keepalive_timeout 1s, margin 200ms"))
         return cases
@@ -983,6 +984,8 @@ http {
             return proxy_haproxy(os.path.basename(d), d, port, [backend_port], w, reuse=None)
         if case == "haproxy-always":
             return proxy_haproxy(os.path.basename(d), d, port, [backend_port], w, reuse="always")
+        if case == "holdfast-defaults":
+            return proxy_holdfast(os.path.basename(d), d, self.holdfast_bin, port, [backend_port], w, level="info")
         if case == "holdfast":
             # Level info: the exit stats line (retries, hints learned, evictions) is logged at info.
             return proxy_holdfast(os.path.basename(d), d, self.holdfast_bin, port, [backend_port], w,
@@ -1011,6 +1014,8 @@ http {
 
         def run(j):
             try:
+                # Figures after the backend's first idle close, which a proxy may learn from.
+                racelib.let_backend_close_once("127.0.0.1", j["port"], T)
                 j["result"] = racelib.run_race("127.0.0.1", j["port"], T, (j["method"],), n_sweep, n_steady,
                                                tag="%s-%d" % (j["case"], j["advertise"]))
             except Exception as e:
@@ -1020,7 +1025,7 @@ http {
         s0, o0, t0 = system_busy_seconds(), own_seconds(), time.monotonic()
         for t in threads:
             t.start()
-        limit = time.monotonic() + n_sweep * 1.1 * T + n_steady * 0.3 * T + 120
+        limit = time.monotonic() + n_sweep * 1.1 * T + n_steady * 0.3 * T + 2 * T + 120
         for t in threads:
             t.join(timeout=max(1, limit - time.monotonic()))
         foreign = max(0.0, (system_busy_seconds() - s0) - (own_seconds() - o0)) / (time.monotonic() - t0)
@@ -1173,7 +1178,9 @@ http {
                      "in that window is read and never answered. One client connection per row: %d requests "
                      "after pauses swept 0.9T–1.1T, then %d after pauses of 0.3T. Failures (non-2xx, reset, "
                      "no answer in 5 s) of %d requests; sweep + steady. `hint` = the backend sends "
-                     "`Keep-Alive: timeout=1`." % (race["n_sweep"], race["n_steady"], race["n_sweep"] + race["n_steady"]))
+                     "`Keep-Alive: timeout=1`. Each row starts after the backend has closed one idle "
+                     "connection of the proxy (one request, then 1.5 s idle): the figures are those after "
+                     "the first close." % (race["n_sweep"], race["n_steady"], race["n_sweep"] + race["n_steady"]))
             L.append("")
             L.append("| proxy | hint | GET failed | POST failed | POST run twice | backend conns GET/POST |")
             L.append("|---|---|---:|---:|---:|---:|")

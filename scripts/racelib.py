@@ -64,9 +64,10 @@ class RaceBackend:
       executions   X-Request-Id -> [method, times answered]
     """
 
-    def __init__(self, timeout=1.0, advertise=False, host="127.0.0.1", port=0):
+    def __init__(self, timeout=1.0, advertise=False, host="127.0.0.1", port=0, fin_delay=FIN_DELAY):
         self.timeout = float(timeout)
         self.advertise = advertise
+        self.fin_delay = float(fin_delay)   # 0: the FIN leaves at T, as from a backend on the same host
         self.lock = threading.Lock()
         self.connections = 0
         self.answered = 0
@@ -185,7 +186,7 @@ class RaceBackend:
         close_at = None                     # set once the backend has decided to close
         while not self._stopping.is_set():
             now = time.monotonic()
-            deadline = close_at if close_at is not None else last_response + self.timeout + FIN_DELAY
+            deadline = close_at if close_at is not None else last_response + self.timeout + self.fin_delay
             if now >= deadline:
                 if close_at is None:
                     with self.lock:
@@ -221,7 +222,7 @@ class RaceBackend:
                     # The backend already decided to close; this request is lost.
                     with self.lock:
                         self.dropped += 1
-                    close_at = arrived + FIN_DELAY
+                    close_at = arrived + self.fin_delay
                     buf = b""
                     break
                 close = fields.get("connection", "").lower() == "close"
@@ -352,8 +353,24 @@ def _request(method, host, request_id):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+def let_backend_close_once(proxy_host, proxy_port, T=1.0):
+    """One request through the proxy, then an idle pause long enough for the
+    backend to close the proxy's upstream connection (T plus the late FIN):
+    what a proxy can learn from that close, it has learned afterwards."""
+    conn = _Conn(proxy_host, proxy_port)
+    try:
+        conn.ensure()
+        conn.exchange(_request("GET", proxy_host, "learn-%x" % int(time.time() * 1000)),
+                      time.monotonic() + ANSWER_WAIT)
+    except (OSError, ValueError, IndexError):
+        pass
+    finally:
+        conn.close()
+    time.sleep(float(T) + FIN_DELAY + 0.25)
+
+
 def run_race(proxy_host, proxy_port, T=1.0, methods=("GET", "POST"), n_sweep=60, n_steady=60,
-             tag=None):
+             tag=None, shard=(0, 1)):
     """Runs the race through a proxy and returns the counts.
 
     For each method: n_sweep requests whose preceding pause sweeps linearly
@@ -361,7 +378,8 @@ def run_race(proxy_host, proxy_port, T=1.0, methods=("GET", "POST"), n_sweep=60,
     persistent connection (reopened only when the proxy closes it). A failure
     is a non-2xx status, a reset or close before the answer, or no answer in
     5 s. Time is bounded by roughly n_sweep*1.1T + n_steady*0.3T per method
-    plus 5 s per failure.
+    plus 5 s per failure. `shard=(k, n)` runs only every n-th sweep pause from
+    the k-th, so that n clients (each behind its own proxy) share one sweep.
     """
     T = float(T)
     tag = tag or "%x" % int(time.time() * 1000)
@@ -370,7 +388,7 @@ def run_race(proxy_host, proxy_port, T=1.0, methods=("GET", "POST"), n_sweep=60,
     for method in methods:
         conn = _Conn(proxy_host, proxy_port)
         phases = {}
-        plan = [("sweep", 0.9 * T + 0.2 * T * i / max(n_sweep - 1, 1)) for i in range(n_sweep)]
+        plan = [("sweep", 0.9 * T + 0.2 * T * i / max(n_sweep - 1, 1)) for i in range(n_sweep)][shard[0]::shard[1]]
         plan += [("steady", 0.3 * T)] * n_steady
         try:
             conn.ensure()

@@ -95,6 +95,9 @@ void ClientConnection::on_stream_readable(Stream&) {
     case State::tunnel:
       tunnel_->on_client_readable();
       break;
+    case State::discarding:
+      discard_request_body();
+      break;
     case State::closing:
       evbuffer_drain(input(), evbuffer_get_length(input()));
       break;
@@ -202,13 +205,23 @@ void ClientConnection::on_exchange_finished() { worker_.post_resume(this); }
 void ClientConnection::resume_after_exchange() {
   if (state_ != State::exchanging || !exchange_) return;
   bool complete = exchange_->request_complete();
+  auto body_left = exchange_->request_body_left();
   worker_.defer_delete(std::move(exchange_));
+  if (!complete && !close_after_response_) {
+    // The answer said keep-alive: the rest of the body is read and dropped.
+    start_discarding(body_left);
+    return;
+  }
   if (!complete || close_after_response_) {
     // Unread request bytes may still be on their way: linger so that they do
     // not turn into a reset that destroys the answer.
     close_after_output(!complete || stream_.input_length() > 0);
     return;
   }
+  continue_after_request();
+}
+
+void ClientConnection::continue_after_request() {
   if (reading_paused_) {
     reading_paused_ = false;
     stream_.enable_read();
@@ -341,6 +354,13 @@ void ClientConnection::on_timeout(bool reading) {
     case State::lingering:
       close_now();
       return;
+    case State::discarding:
+      if (reading) {
+        spdlog::info("conn {} {}: rest of the request body not received while discarding it", id_, peer_);
+        close_now();
+        return;
+      }
+      break;
     default:
       break;
   }
@@ -359,6 +379,9 @@ void ClientConnection::on_input_closed() {
       return;
     case State::reading_head:
       close_after_output(false);
+      return;
+    case State::discarding:  // the body was cut short: nothing more to answer
+      close_now();
       return;
     case State::exchanging:
       // A half-close after a complete request still gets its response

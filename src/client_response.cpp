@@ -51,12 +51,14 @@ void ClientConnection::send_head(const MessageHead& h, Framing framing, bool req
   // A bodiless answer keeps the Content-Length the backend gave (HEAD).
   if (framing == Framing::none) append_end_to_end(head, h.headers, {});
   else append_end_to_end(head, h.headers, {"content-length"});
-  append_field(head, "Via", "1.1 holdfast");
+  if (worker_.config().via.client) append_field(head, "Via", "1.1 holdfast");
   if (framing == Framing::length) append_field(head, "Content-Length", std::to_string(h.content_length));
   else if (response_chunked_) append_field(head, "Transfer-Encoding", chunked_coding_list(h.headers));
   // An HTTP/1.0 client learns the end of an unknown-length body from the
-  // close; and a request body not read to its end leaves the framing in doubt.
-  head += response_policy((framing == Framing::unknown && !request_http11_) || !request_complete);
+  // close; and a request body not read to its end keeps the connection only
+  // if holdfast can read and drop the rest of it afterwards.
+  head += response_policy((framing == Framing::unknown && !request_http11_) ||
+                          (!request_complete && !can_discard_request_body()));
   head += "\r\n";
   queue(head.data(), head.size());
 }

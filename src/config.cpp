@@ -24,7 +24,7 @@ class Loader : public ConfigReader {
     Config c;
     c.source = source_;
     if (root.IsNull()) fail(root, "(top level)", "the file is empty");
-    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log", "admin"});
+    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log", "admin", "via"});
 
     if (auto n = root["listen"]) {
       if (n.IsScalar()) c.listen.push_back(endpoint(n, "listen", true));
@@ -74,6 +74,11 @@ class Loader : public ConfigReader {
         else fail(f, "log.access_format", "'" + format + "' is not a format (expected text or json)");
       }
     }
+    if (auto n = root["via"]) {
+      expect_map(n, "via", {"upstream", "client"});
+      if (auto v = n["upstream"]) c.via.upstream = boolean(v, "via.upstream");
+      if (auto v = n["client"]) c.via.client = boolean(v, "via.client");
+    }
     if (auto n = root["admin"]) {
       expect_map(n, "admin", {"listen"});
       if (auto l = n["listen"]) c.admin.listen = endpoint(l, "admin.listen", true);
@@ -88,8 +93,10 @@ class Loader : public ConfigReader {
   void load_client(const YAML::Node& n, ClientConfig& cc) {
     if (!n) return;
     expect_map(n, "client", {"keepalive_timeout", "keepalive_requests", "header_timeout", "body_timeout",
-                             "send_timeout", "max_header_bytes", "front_idle_timeout", "margin"});
+                             "send_timeout", "max_header_bytes", "front_idle_timeout", "margin",
+                             "keepalive_grace"});
     if (auto v = n["keepalive_timeout"]) cc.keepalive_timeout = {duration(v, "client.keepalive_timeout"), Origin::declared};
+    if (auto v = n["keepalive_grace"]) cc.keepalive_grace = duration(v, "client.keepalive_grace");
     if (auto v = n["keepalive_requests"]) cc.keepalive_requests = count(v, "client.keepalive_requests", 1, 1ULL << 40);
     if (auto v = n["header_timeout"]) cc.header_timeout = positive(v, "client.header_timeout");
     if (auto v = n["body_timeout"]) cc.body_timeout = positive(v, "client.body_timeout");
@@ -269,6 +276,7 @@ std::string describe_config(const Config& c) {
   const auto& cl = c.client;
   o << "client:\n"
     << "  keepalive_timeout: " << format_duration(cl.keepalive_timeout.value) << "\n"
+    << "  keepalive_grace: " << format_duration(cl.keepalive_grace) << "\n"
     << "  keepalive_requests: " << cl.keepalive_requests << "\n"
     << "  header_timeout: " << format_duration(cl.header_timeout) << "\n"
     << "  body_timeout: " << format_duration(cl.body_timeout) << "\n"
@@ -305,6 +313,8 @@ std::string describe_config(const Config& c) {
   o << "log:\n  level: " << c.log.level << "\n  access: " << c.log.access << "\n  access_format: "
     << (c.log.access_format == AccessFormat::json ? "json" : "text") << "\n";
   if (c.admin.listen) o << "admin:\n  listen: " << c.admin.listen->text << "\n";
+  o << "via:\n  upstream: " << (c.via.upstream ? "true" : "false") << "\n  client: " << (c.via.client ? "true" : "false")
+    << "\n";
 
   // The chain, outermost hop first. Each caller must give up on an idle
   // connection before the server behind it does.
@@ -313,18 +323,32 @@ std::string describe_config(const Config& c) {
     << (cl.front_idle_timeout ? format_duration(*cl.front_idle_timeout) + " (declared)" : std::string("unknown")) << "\n";
   o << "#   holdfast client side     keepalive_timeout " << format_duration(cl.keepalive_timeout.value) << " ("
     << origin_name(cl.keepalive_timeout.origin) << "), margin " << format_duration(cl.margin.value) << " ("
-    << origin_name(cl.margin.origin) << ")"
+    << origin_name(cl.margin.origin) << "), closes idle after + grace " << format_duration(cl.keepalive_grace)
     << (cl.front_idle_timeout ? "  ok: above the front's idle timeout" : "") << "\n";
   for (const auto& u : c.upstreams) {
     o << "#   holdfast pool '" << u.name << "'    idle_timeout " << format_duration(u.keepalive.idle_timeout.value) << " ("
       << origin_name(u.keepalive.idle_timeout.origin) << "), margin " << format_duration(u.keepalive.margin) << "\n";
     o << "#   backend '" << u.name << "'          keepalive_timeout "
       << (u.backend_keepalive_timeout ? format_duration(*u.backend_keepalive_timeout) + " (declared)  ok: above idle_timeout + margin"
-                                      : std::string("unknown (learned from Keep-Alive: timeout=N answers)"))
+                                      : std::string("unknown"))
       << "\n";
     if (!u.upgrade.empty())
       o << "#   tunnels '" << u.name << "'          tunnel_timeout " << format_duration(u.tunnel_timeout)
         << " (idle, after 101 Switching Protocols; replaces read_timeout)\n";
+  }
+  for (const auto& u : c.upstreams) {
+    if (u.backend_keepalive_timeout) continue;
+    const auto m = format_duration(u.keepalive.margin);
+    o << "#\n# upstream '" << u.name << "': the backend's idle timeout is unknown, so holdfast\n"
+      << "#   asks:   every request says Connection: keep-alive (Apache then states timeout=N);\n"
+      << "#   learns: Keep-Alive: timeout=N answers, and the idle time after which the backend\n"
+      << "#           closes a pooled connection (rounded down to whole seconds, as a FIN may come late;\n"
+      << "#           the shortest recent one counts, growing back by a quarter every 2m);\n"
+      << "#   keeps:  pooled connections idle at most min(stated, observed) - margin (" << m << "),\n"
+      << "#           and never longer than idle_timeout (" << format_duration(u.keepalive.idle_timeout.value)
+      << ");\n#           POST and PATCH go only on connections more than margin (" << m << ") from it.\n"
+      << "#   Until the backend's first answer or close, idle_timeout applies; GET-like requests that\n"
+      << "#   meet a close are sent again. Declare backend_keepalive_timeout to start safe.\n";
   }
   return o.str();
 }

@@ -55,6 +55,13 @@ class ConfigReader {
     return node.Scalar();
   }
 
+  bool boolean(const YAML::Node& node, const std::string& key) const {
+    auto text = scalar(node, key);
+    if (text == "true") return true;
+    if (text == "false") return false;
+    fail(node, key, "'" + text + "' is not a boolean (expected true or false)");
+  }
+
   Millis duration(const YAML::Node& node, const std::string& key) const {
     auto text = scalar(node, key);
     auto d = parse_duration(text);

@@ -47,8 +47,9 @@ void Exchange::start() {
     request_.remaining = head_.content_length;
     client_.parser().reset();  // the body, if any, is moved without the parser
   }
-  upstream_.set_head(encode_request_head(
-      head_, ForwardInfo{client_.peer_ip(), pool_.address(0).text, upgrade_ ? std::string_view(*upgrade_) : ""}));
+  upstream_.set_head(encode_request_head(head_, ForwardInfo{client_.peer_ip(), pool_.address(0).text,
+                                                           upgrade_ ? std::string_view(*upgrade_) : "",
+                                                           worker_.config().via.upstream}));
   if (request_.mode == BodyMode::none || (request_.mode == BodyMode::length && request_.remaining == 0)) {
     // No body: the request is complete before it is sent, so the upstream
     // timers are armed once, at attach.

@@ -103,11 +103,15 @@ std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
   append_field(out, "X-Forwarded-For", xff);
   append_field(out, "X-Forwarded-Proto", "http");
   if (host) append_field(out, "X-Forwarded-Host", *host);
-  append_field(out, "Via", "1.1 holdfast");
+  if (info.via) append_field(out, "Via", "1.1 holdfast");
   if (!info.upgrade.empty()) {
     // Kept for this request only: the hop-by-hop rules hold for every other.
     append_field(out, "Upgrade", info.upgrade);
     append_field(out, "Connection", "upgrade");
+  } else {
+    // Persistence is the HTTP/1.1 default, but saying so is what makes some
+    // backends (Apache httpd) state their idle timeout in Keep-Alive: timeout=.
+    append_field(out, "Connection", "keep-alive");
   }
   if (h.chunked) append_field(out, "Transfer-Encoding", chunked_coding_list(h.headers));
   else if (h.has_content_length) append_field(out, "Content-Length", std::to_string(h.content_length));

@@ -8,6 +8,9 @@ namespace holdfast {
 
 namespace {
 
+// A timeout never learned is absent rather than a misleading 0.
+bool absent_when_zero(Gauge g) { return g == Gauge::learned_timeout_ms || g == Gauge::observed_timeout_ms; }
+
 // Prometheus label values and JSON strings escape the same three characters
 // that can occur in config-supplied names (backslash, quote, newline).
 void append_escaped(std::string& out, std::string_view s) {
@@ -107,8 +110,7 @@ std::string render_prometheus(const MetricsView& v) {
     family = g.family;
     for_each_slot(g.scope, v.layout, [&](std::size_t s) {
       auto value = v.figures.get(s, static_cast<Gauge>(i));
-      // A timeout never learned is absent rather than a misleading 0.
-      if (static_cast<Gauge>(i) == Gauge::learned_timeout_ms && value == 0) return;
+      if (absent_when_zero(static_cast<Gauge>(i)) && value == 0) return;
       append_sample(out, g.family, labels[s].prometheus, g.labels, fmt::format("{}", static_cast<double>(value) * g.scale));
     });
   }
@@ -171,7 +173,7 @@ std::string render_status_json(const MetricsView& v) {
   auto counter = [&](Counter c, std::size_t s) { return std::to_string(f.get(s, c)); };
   auto gauge = [&](Gauge g, std::size_t s) -> std::string {
     auto value = f.get(s, g);
-    if (g == Gauge::learned_timeout_ms && value == 0) return "null";
+    if (absent_when_zero(g) && value == 0) return "null";
     return fmt::format("{}", static_cast<double>(value) * info(g).scale);
   };
   std::string out;

@@ -1,5 +1,7 @@
 #include "holdfast/upstream_pool.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 #include "holdfast/worker.hpp"
@@ -28,18 +30,26 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bo
     // dropped here at no cost to the request, before a byte is written.
     if (!conn->quiet_and_open()) {
       worker_.stats().add(slot(server), Counter::evict_dead_at_checkout);
+      observe_close(*conn, std::chrono::duration_cast<Millis>(now - conn->last_used), now);
       retire(std::move(conn));
       continue;
     }
-    if (!idempotent && conn->backend_idle_timeout) {
-      auto deadline = conn->last_used + *conn->backend_idle_timeout;
-      if (now + config_.keepalive.margin >= deadline) {
-        worker_.stats().add(slot(server), Counter::nonidempotent_skipped);
-        retire(std::move(conn));
-        continue;
-      }
+    // The idle timer may not have run yet in this loop turn; and a request
+    // that must not be sent twice keeps `margin` away from the backend's deadline.
+    Counter why;
+    if (!idle_budget(*conn, conn->last_used, now, &why)) {
+      worker_.stats().add(slot(server), why);
+      retire(std::move(conn));
+      continue;
+    }
+    auto timeout = backend_timeout(*conn, now);
+    if (!idempotent && timeout && now + config_.keepalive.margin >= conn->last_used + *timeout) {
+      worker_.stats().add(slot(server), Counter::nonidempotent_skipped);
+      retire(std::move(conn));
+      continue;
     }
     conn->set_owner(nullptr);
+    conn->acquired_at = now;
     worker_.stats().add(slot(server), Counter::upstream_reused);
     publish(server);
     return conn;
@@ -63,37 +73,44 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::open(std::size_t server, int& 
   return conn;
 }
 
-std::optional<Millis> UpstreamPool::idle_budget(const UpstreamConnection& conn, Clock::time_point now,
-                                                Counter* why) const {
+std::optional<Millis> UpstreamPool::backend_timeout(const UpstreamConnection& conn, Clock::time_point now) const {
   const auto& ka = config_.keepalive;
-  if (conn.requests >= ka.max_requests || (conn.requests_left && *conn.requests_left == 0)) {
+  const auto& stated = conn.backend_idle_timeout;
+  // An observation only matters below what would be used without it.
+  Millis ceiling = stated ? *stated : ka.idle_timeout.value + ka.margin;
+  auto seen = servers_[conn.server].observed.value(now, ceiling);
+  return seen ? seen : stated;
+}
+
+std::optional<Millis> UpstreamPool::idle_budget(const UpstreamConnection& conn, Clock::time_point idle_since,
+                                                Clock::time_point now, Counter* why) const {
+  const auto& ka = config_.keepalive;
+  if (last_request(conn)) {
     *why = Counter::evict_max_requests;
     return std::nullopt;
   }
-  auto life_left = std::chrono::duration_cast<Millis>(conn.created + ka.max_lifetime - now);
-  if (life_left.count() <= 0) {
-    *why = Counter::evict_lifetime;
-    return std::nullopt;
-  }
-  Millis budget = ka.idle_timeout.value;
+  auto end = idle_since + ka.idle_timeout.value;
   *why = Counter::evict_idle_timeout;
-  if (conn.backend_idle_timeout) {
+  if (auto timeout = backend_timeout(conn, now)) {
     // Give up `margin` before the backend does: its FIN may be in flight.
-    if (*conn.backend_idle_timeout <= ka.margin) {
+    if (*timeout <= ka.margin) {
       *why = Counter::evict_hint;
       return std::nullopt;
     }
-    Millis from_backend = *conn.backend_idle_timeout - ka.margin;
-    if (from_backend < budget) {
-      budget = from_backend;
+    auto from_backend = idle_since + (*timeout - ka.margin);
+    if (from_backend < end) {
+      end = from_backend;
       *why = Counter::evict_hint;
     }
   }
-  if (life_left < budget) {
-    budget = life_left;
+  auto life_end = conn.created + ka.max_lifetime;
+  if (life_end < end) {
+    end = life_end;
     *why = Counter::evict_lifetime;
   }
-  return budget;
+  auto left = std::chrono::duration_cast<Millis>(end - now);
+  if (left.count() <= 0) return std::nullopt;
+  return left;
 }
 
 void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, bool reusable) {
@@ -107,7 +124,7 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, bool reusab
   }
   const auto now = Clock::now();
   Counter why;
-  auto budget = idle_budget(*conn, now, &why);
+  auto budget = idle_budget(*conn, now, now, &why);
   if (!budget) {
     worker_.stats().add(slot(conn->server), why);
     retire(std::move(conn));
@@ -178,16 +195,21 @@ void UpstreamPool::publish(std::size_t server) {
     worker_.health().add_active(slot(server), active - s.shared_active);
     s.shared_active = active;
   }
+  // The observed timeout grows back with time; shown as it applies now.
+  const auto& ka = config_.keepalive;
+  auto seen = s.observed.value(Clock::now(), ka.idle_timeout.value + ka.margin);
+  worker_.stats().set(slot(server), Gauge::observed_timeout_ms, seen ? seen->count() : 0);
 }
 
-void UpstreamPool::evict(UpstreamConnection& conn, Counter why) {
+bool UpstreamPool::evict(UpstreamConnection& conn, Counter why) {
   auto& idle = servers_[conn.server].idle;
   auto it = std::find_if(idle.begin(), idle.end(), [&](const auto& p) { return p.get() == &conn; });
-  if (it == idle.end()) return;  // not ours: nothing to do
+  if (it == idle.end()) return false;  // not ours: nothing to do
   std::unique_ptr<UpstreamConnection> owned = std::move(*it);
   idle.erase(it);
   worker_.stats().add(slot(conn.server), why);
   retire(std::move(owned));
+  return true;
 }
 
 void UpstreamPool::retire(std::unique_ptr<UpstreamConnection> conn) {
@@ -201,17 +223,69 @@ void UpstreamPool::retire(std::unique_ptr<UpstreamConnection> conn) {
   worker_.defer_delete(std::move(conn));
 }
 
+void UpstreamPool::observe_idle_end(const UpstreamConnection& conn) {
+  auto now = Clock::now();
+  observe_close(conn, std::chrono::duration_cast<Millis>(now - conn.last_used), now);
+}
+
+void UpstreamPool::learn_from_race(const UpstreamConnection& conn) {
+  auto now = Clock::now();
+  // The race shows at once (the backend's FIN or reset answers the request);
+  // a close long after sending is the backend failing on the request itself.
+  if (now - conn.acquired_at > std::chrono::seconds(1)) return;
+  observe_close(conn, std::chrono::duration_cast<Millis>(conn.acquired_at - conn.last_used), now);
+}
+
+void UpstreamPool::observe_close(const UpstreamConnection& conn, Millis idle, Clock::time_point now) {
+  auto& s = servers_[conn.server];
+  // A backend closes its idle connections oldest first: while one idle for
+  // longer is still open, this close was something else (a recycled worker,
+  // one process restarted), not the backend's idle timeout.
+  for (const auto& other : s.idle)
+    if (other.get() != &conn && other->last_used < conn.last_used && other->quiet_and_open()) return;
+  if (!s.observed.observe(idle, now)) return;
+  auto estimate = s.observed.value(now, Millis::max()).value_or(Millis(0));
+  worker_.stats().add(slot(conn.server), Counter::idle_closes_learned);
+  publish(conn.server);
+  spdlog::info("upstream {} ({}): backend closed connection {} after {} idle; taking its idle timeout as {}",
+               config_.name, addresses_[conn.server]->text, conn.id, format_duration(idle),
+               format_duration(estimate));
+  rearm_idle(conn.server, now);
+}
+
+void UpstreamPool::rearm_idle(std::size_t server, Clock::time_point now) {
+  // Collected first: evict() changes the list.
+  std::vector<UpstreamConnection*> expired;
+  for (auto& c : servers_[server].idle) {
+    Counter why;
+    auto budget = idle_budget(*c, c->last_used, now, &why);
+    if (!budget) {
+      expired.push_back(c.get());
+      continue;
+    }
+    c->idle_expiry = why;
+    c->stream().set_read_timeout(*budget);
+  }
+  for (auto* c : expired) evict(*c, Counter::evict_hint);
+}
+
 void UpstreamPool::on_upstream_readable(UpstreamConnection& conn) {
   // A backend has nothing to say on an idle connection; bytes now mean the
-  // framing is in doubt (or an unsolicited 408). Either way it cannot be reused.
-  evict(conn, Counter::evict_closed_by_backend);
+  // framing is in doubt (or an unsolicited 408 before its idle close).
+  // Either way it cannot be reused.
+  // Evicted first, so that the shorter deadlines then given to the others
+  // do not count this one under another reason.
+  if (evict(conn, Counter::evict_closed_by_backend)) observe_idle_end(conn);
 }
 
 void UpstreamPool::on_upstream_drained(UpstreamConnection&) {}
 
 void UpstreamPool::on_upstream_event(UpstreamConnection& conn, short what) {
-  if (what & Stream::timeout) evict(conn, conn.idle_expiry);
-  else evict(conn, Counter::evict_closed_by_backend);
+  if (what & Stream::timeout) {
+    evict(conn, conn.idle_expiry);
+    return;
+  }
+  if (evict(conn, Counter::evict_closed_by_backend)) observe_idle_end(conn);
 }
 
 }  // namespace holdfast

@@ -41,7 +41,7 @@ void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reus
   connect_seconds_ = -1;
   first_byte_at_ = {};
   queued_ = 0;
-  queue(replay_.data(), replay_.size());
+  queue_held(pool_.last_request(*conn_));
   // The head is always sent; it is kept for a replay only while it fits.
   if (attempts_ == 1 && replay_.size() > options_.retry_buffer) {
     replay_complete_ = false;
@@ -49,6 +49,23 @@ void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reus
   }
   conn_->stream().enable_read();
   arm_timeouts();
+}
+
+void UpstreamRequest::queue_held(bool last) {
+  // The last request a connection may carry says so: the backend then closes
+  // after answering rather than keeping a connection nobody will reuse.
+  static constexpr std::string_view ask = "\r\nConnection: keep-alive\r\n";
+  std::string_view held = replay_;
+  auto at = last ? held.find(ask) : std::string_view::npos;
+  if (at == std::string_view::npos || at > held.find("\r\n\r\n")) {
+    queue(held.data(), held.size());
+    return;
+  }
+  static constexpr std::string_view close = "\r\nConnection: close\r\n";
+  queue(held.data(), at);
+  queue(close.data(), close.size());
+  held.remove_prefix(at + ask.size());
+  queue(held.data(), held.size());
 }
 
 void UpstreamRequest::queue(const char* data, std::size_t n) {
@@ -330,6 +347,8 @@ void UpstreamRequest::fail(ProxyError error, const char* detail) {
   facts.idempotent = options_.idempotent;
   facts.replay_complete = replay_complete_;
   failed_ = true;
+  if (reused_ && !bytes_seen_ && (error == ProxyError::closed_before_response || error == ProxyError::send_failed))
+    pool_.learn_from_race(*conn_);
   // The connection is given up before anyone hears of the failure: a retry
   // must never find it again.
   conn_->set_owner(nullptr);

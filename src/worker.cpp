@@ -194,8 +194,11 @@ std::chrono::milliseconds Worker::idle_limit() const noexcept {
   // While draining, a keep-alive client gets a short grace to send the
   // request it may be about to send (answered with Connection: close), then
   // a half-close; a busy client thus loses no request to the drain.
-  auto limit = config().client.keepalive_timeout.value;
-  return draining_ ? std::min(limit, kDrainIdleGrace) : limit;
+  // Otherwise the advertised timeout plus a grace: a client that honours
+  // Keep-Alive: timeout=N stops reusing the connection at N, before holdfast
+  // closes it, so the two never cross.
+  const auto& cl = config().client;
+  return draining_ ? std::min(cl.keepalive_timeout.value, kDrainIdleGrace) : cl.keepalive_timeout.value + cl.keepalive_grace;
 }
 
 void Worker::arm_idle_timer() {

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "holdfast/downstream.hpp"
@@ -42,6 +43,12 @@ inline constexpr std::size_t kReadChunk = 64 * 1024;
 inline constexpr std::chrono::milliseconds kLingerReadTimeout{2000};
 inline constexpr std::chrono::milliseconds kLingerTime{10'000};
 inline constexpr std::size_t kLingerBytes = 64 * 1024 * 1024;
+
+// After an answer that came before the request body was read in full (an
+// early 401 or 413), the rest of the body is read and discarded so that the
+// connection stays usable, as nginx does; past these bounds it is closed.
+inline constexpr std::uint64_t kDiscardBytes = 1024 * 1024;
+inline constexpr std::chrono::milliseconds kDiscardTime{5000};
 
 // While draining, how long an idle keep-alive connection is left open for a
 // request its client may be sending at that moment.
@@ -108,7 +115,13 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   std::chrono::steady_clock::time_point idle_since{};
 
  private:
-  enum class State { idle, reading_head, exchanging, tunnel, closing, lingering, closed };
+  enum class State { idle, reading_head, exchanging, discarding, tunnel, closing, lingering, closed };
+
+  // Decoded chunks of a request body being discarded go nowhere.
+  struct DiscardSink final : BodySink {
+    void on_body_data(const char*, std::size_t) override {}
+    void on_trailers(HeaderList&&) override {}
+  };
 
   void on_stream_readable(Stream&) override;
   void on_stream_drained(Stream&) override;
@@ -124,6 +137,12 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   void start_lingering();
   void close_now();
   void enter_idle();
+  // After an exchange, idle again: parses what is pipelined, or waits.
+  void continue_after_request();
+  // The answer went out before the request body was read (client_discard.cpp).
+  bool can_discard_request_body() const;
+  void start_discarding(std::optional<std::uint64_t> left);
+  void discard_request_body();
   // Connection and Keep-Alive fields for the answer now being written; also
   // decides whether the connection closes after it.
   std::string response_policy(bool must_close);
@@ -151,6 +170,10 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   bool response_chunked_ = false;     // the current response is chunked to the client
   std::chrono::steady_clock::time_point deadline_{};  // head deadline, or end of lingering
   std::size_t lingered_ = 0;
+  // discarding: Content-Length bytes left (nullopt: chunked, through the parser).
+  std::optional<std::uint64_t> discard_left_;
+  std::uint64_t discarded_ = 0;
+  DiscardSink discard_sink_;
 };
 
 }  // namespace holdfast

@@ -38,6 +38,11 @@ struct Endpoint {
 
 struct ClientConfig {
   TimeoutValue keepalive_timeout{Millis(75'000)};
+  // An idle client connection is closed keepalive_timeout + keepalive_grace
+  // after its last response, while Keep-Alive: timeout= states
+  // keepalive_timeout alone: a client that honours the hint gives up first
+  // and never sends a request into holdfast's close.
+  Millis keepalive_grace{1000};
   std::uint64_t keepalive_requests = 1000;
   Millis header_timeout{10'000};
   Millis body_timeout{60'000};
@@ -142,6 +147,14 @@ struct LogConfig {
   AccessFormat access_format = AccessFormat::text;
 };
 
+// Where holdfast adds `Via: 1.1 holdfast`. Off towards backends by default:
+// nginx (gzip_proxied off, its default) does not compress an answer to a
+// request that carries Via, which costs clients several times the bytes.
+struct ViaConfig {
+  bool upstream = false;  // requests sent to backends
+  bool client = true;     // responses sent to clients
+};
+
 // The admin listener (/metrics, /status, /, /ready, /live): off unless set.
 struct AdminConfig {
   std::optional<Endpoint> listen;
@@ -161,6 +174,7 @@ struct Config {
   std::vector<RouteConfig> routes;
   LogConfig log;
   AdminConfig admin;
+  ViaConfig via;
 };
 
 // Loads and validates; throws ConfigError naming file, line, key and rule.

@@ -42,6 +42,14 @@ class Exchange final : private UpstreamRequest::Events {
   // backpressure allows. Called by the client when bytes arrive.
   void pump_request();
   bool request_complete() const noexcept { return request_.done; }
+  // Request body bytes still to come from the client: the Content-Length
+  // left, or nullopt for a chunked body (its end is the parser's to find).
+  std::optional<std::uint64_t> request_body_left() const noexcept {
+    if (request_.mode == BodyMode::chunked) return std::nullopt;
+    return request_.remaining;
+  }
+  // The client asked for 100-continue: it may never send the body.
+  bool expects_continue() const noexcept { return expect_continue_; }
   // A head (or an error answer) has gone to the client.
   bool response_started() const noexcept { return response_.started; }
   Phase phase() const noexcept { return phase_; }

@@ -34,6 +34,7 @@ struct ForwardInfo {
   std::string_view client_ip;      // appended to X-Forwarded-For
   std::string_view default_host;   // Host for a request that had none (HTTP/1.0)
   std::string_view upgrade;        // Upgrade value kept for this request (empty: none)
+  bool via = false;                // add Via: 1.1 holdfast
 };
 
 // The request's Upgrade value when it asks to switch (Connection: upgrade)
@@ -42,7 +43,8 @@ struct ForwardInfo {
 const std::string* allowed_upgrade(const MessageHead& request, const std::vector<std::string>& allowed);
 
 // The request head sent upstream: origin request line as received, end-to-end
-// fields, X-Forwarded-*, Via, and the framing holdfast chose for the body.
+// fields, X-Forwarded-*, Via when asked, Connection: keep-alive, and the
+// framing holdfast chose for the body.
 std::string encode_request_head(const MessageHead& request, const ForwardInfo& info);
 
 }  // namespace holdfast

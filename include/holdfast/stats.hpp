@@ -52,6 +52,8 @@ namespace holdfast {
     "Requests that failed on a reused connection and were not safe to send again.")                             \
   X(hints_learned, server, "upstream_hints_learned_total", "",                                                  \
     "Keep-Alive: timeout= answers that changed the learned idle timeout.")                                       \
+  X(idle_closes_learned, server, "upstream_idle_closes_learned_total", "",                                      \
+    "Idle pooled connections the backend closed sooner than holdfast expected (the observed timeout went down).") \
   X(evict_idle_timeout, server, "pool_evictions_total", "reason=\"idle_timeout\"",                               \
     "Upstream connections the pool closed instead of reusing, by reason.")                                       \
   X(evict_hint, server, "pool_evictions_total", "reason=\"hint\"", "")                                          \
@@ -93,6 +95,8 @@ namespace holdfast {
   X(upstream_idle, server, "upstream_connections", "state=\"idle\"", sum, 1.0, "")                              \
   X(learned_timeout_ms, server, "upstream_learned_keepalive_timeout_seconds", "", max, 0.001,                   \
     "Idle timeout the server announced in Keep-Alive: timeout=N (largest over workers; absent until learned).") \
+  X(observed_timeout_ms, server, "upstream_observed_keepalive_timeout_seconds", "", max, 0.001,                 \
+    "Idle timeout inferred from the server's own closes of idle connections (largest over workers; absent until seen).") \
   X(connect_failing, server, "upstream_connect_failing", "", max, 1.0,                                          \
     "1 while the last connect attempt to this server failed (on any worker).") \
   X(server_up, server, "upstream_server_up", "", max, 1.0,                                                      \

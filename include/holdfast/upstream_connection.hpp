@@ -62,6 +62,7 @@ class UpstreamConnection final : private Stream::Handler {
   std::uint64_t id = 0;
   Clock::time_point created{};
   Clock::time_point last_used{};               // end of the last response
+  Clock::time_point acquired_at{};             // when the pool last handed it out
   std::uint64_t requests = 0;                   // requests sent on it
   std::optional<std::uint64_t> requests_left;   // from the backend's max=
   std::optional<Millis> backend_idle_timeout;   // learned or declared

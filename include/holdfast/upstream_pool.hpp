@@ -16,6 +16,7 @@
 #include "holdfast/config.hpp"
 #include "holdfast/errors.hpp"
 #include "holdfast/headers.hpp"
+#include "holdfast/idle_estimate.hpp"
 #include "holdfast/stats.hpp"
 #include "holdfast/upstream_connection.hpp"
 
@@ -39,12 +40,18 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
   // An idle connection to `server` that is quiet and open right now, or
-  // nullptr. Dead ones met on the way are closed and counted. When
-  // `idempotent` is false, connections within `margin` of the backend's known
-  // idle deadline are skipped (closed) too: a POST must not race the backend.
+  // nullptr. Dead ones met on the way are closed and counted, and so are
+  // ones past their safe idle time. When `idempotent` is false, connections
+  // within `margin` of the backend's known idle deadline (stated, declared or
+  // observed) are skipped (closed) too: a POST must not race the backend.
   // The caller owns what is returned and must set_owner() before the next
   // loop turn.
   std::unique_ptr<UpstreamConnection> acquire(std::size_t server, bool idempotent);
+
+  // True when `conn`, its request count just updated, carries its last request.
+  bool last_request(const UpstreamConnection& conn) const noexcept {
+    return conn.requests >= config_.keepalive.max_requests || (conn.requests_left && *conn.requests_left == 0);
+  }
 
   // A new connection, connecting. nullptr with `err` set when it failed at once.
   std::unique_ptr<UpstreamConnection> open(std::size_t server, int& err);
@@ -61,6 +68,11 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   // new connection afresh), so carrying it over would cut a fresh connection
   // short with another connection's spent budget.
   void learn(UpstreamConnection& conn, const KeepAliveHint& hint);
+
+  // A request sent on `conn` after it was idle met the backend's close
+  // before any response byte: the keep-alive race itself, which shows the
+  // backend's idle timeout as well as an idle close does.
+  void learn_from_race(const UpstreamConnection& conn);
 
   // An exchange on `server` failed with `error`: connect failures are counted
   // by reason and mark the server as failing until a connection to it works.
@@ -84,13 +96,28 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   struct Server {
     std::vector<std::unique_ptr<UpstreamConnection>> idle;  // back() is the newest
     std::optional<Millis> learned_timeout;  // the server's, for its new connections
+    IdleCloseEstimate observed;             // from the server's own closes of idle connections
     std::size_t open = 0;  // connections opened here and not yet retired (idle or leased)
     std::int64_t shared_active = 0;  // this pool's share of the HealthTable's active count
   };
 
-  // How long `conn` may stay idle from now, or nullopt if it must not be pooled.
-  std::optional<Millis> idle_budget(const UpstreamConnection& conn, Clock::time_point now, Counter* why) const;
-  void evict(UpstreamConnection& conn, Counter why);
+  // The backend's idle timeout for `conn` as far as holdfast knows it at
+  // `now`: what it stated (or the operator declared), capped by what it was
+  // seen to do; nullopt when neither is known.
+  std::optional<Millis> backend_timeout(const UpstreamConnection& conn, Clock::time_point now) const;
+  // How long `conn`, idle since `idle_since`, may stay idle from `now`, or
+  // nullopt if it must not be pooled (any more); `why` names the limit.
+  std::optional<Millis> idle_budget(const UpstreamConnection& conn, Clock::time_point idle_since,
+                                    Clock::time_point now, Counter* why) const;
+  // `conn` was closed by its backend after `idle` of idleness (found while
+  // idle, at checkout, or by the request sent on it): what that says about
+  // the backend's timeout.
+  void observe_close(const UpstreamConnection& conn, Millis idle, Clock::time_point now);
+  void observe_idle_end(const UpstreamConnection& conn);
+  // The server's known timeout went down: idle connections get the shorter deadline.
+  void rearm_idle(std::size_t server, Clock::time_point now);
+  // Closes `conn` if it is in an idle list (false when it is not the pool's).
+  bool evict(UpstreamConnection& conn, Counter why);
   void retire(std::unique_ptr<UpstreamConnection> conn);
   // Publishes `server`'s active and idle gauges after its lists changed.
   void publish(std::size_t server);

@@ -13,6 +13,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "holdfast/errors.hpp"
 #include "holdfast/http_message.hpp"
@@ -114,6 +115,9 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   };
 
   void queue(const char* data, std::size_t n);
+  // Queues what is held (head, and on a retry the body so far); `last`: the
+  // connection's last request, which asks for the close.
+  void queue_held(bool last);
   void keep_for_replay(const char* data, std::size_t n);
   void arm_timeouts();
   void process_response();

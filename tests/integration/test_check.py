@@ -141,6 +141,14 @@ class CheckTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertIn("margin 1s (defaulted)", [ln for ln in out.splitlines() if "client side" in ln][0])
 
+    def test_unknown_backend_timeout_is_explained(self):
+        # Not silently 50s: what holdfast asks, learns and keeps in hand.
+        code, out, err = self.check(self.write("unknown.yaml", minimal()))
+        self.assertEqual(code, 0, err)
+        self.assertIn("idle timeout is unknown", out)
+        for word in ("asks:", "learns:", "keeps:", "Connection: keep-alive", "margin (1s)", "idle_timeout (50s)"):
+            self.assertIn(word, out)
+
     def test_listen_backlog_is_printed(self):
         code, out, err = self.check(self.write("backlog.yaml", minimal(top_extra="listen_backlog: 2048\n")))
         self.assertEqual(code, 0, err)

@@ -184,13 +184,16 @@ class RaceTest(unittest.TestCase):
         e = self.result("declared", "POST")
         self.assertEqual(self.failures("declared", "POST"), 0, f"{e['sweep']}, {e['steady']}")
 
-    def test_post_failures_without_hint_are_reported(self):
+    def test_post_without_hint_fails_at_most_the_first_race(self):
         e = self.result("no_hint", "POST")
         n = self.failures("no_hint", "POST")
         print(f"\nno hint, nothing declared: {n} of {N_SWEEP + N_STEADY} POSTs failed "
               f"(sweep {e['sweep']['phases']}); GET failures {self.failures('no_hint', 'GET')}", file=sys.stderr)
-        # The steady phase is below the backend's timeout: nothing may fail there, in any case.
+        # Nothing tells holdfast the timeout before the backend first closes on
+        # a request; that close teaches it, and no POST fails after it.
+        self.assertLessEqual(n, 1, e["sweep"])
         self.assertEqual(e["steady"]["failed"], 0, e["steady"])
+        self.assertGreaterEqual(e["exit"].stats.get("idle_closes_learned", 0), 1, e["exit"].stats)
 
     def test_no_post_executed_twice(self):
         for case in CASES:

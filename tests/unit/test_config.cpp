@@ -178,3 +178,28 @@ TEST_CASE("balancing keys: defaults, values and FILE:LINE: KEY errors") {
   CHECK(error_of(std::string("upstreams:\n  app:\n    servers:\n      - {address: 127.0.0.1:1, weight: 0}\n"))
             .find("t.yaml:4: upstreams.app.servers[0].weight:") == 0);
 }
+
+TEST_CASE("Via per direction and the client keep-alive grace") {
+  auto c = load_config_text(kBase, "t.yaml");
+  CHECK_FALSE(c.via.upstream);
+  CHECK(c.via.client);
+  CHECK(c.client.keepalive_grace == Millis(1000));
+  c = load_config_text(std::string(kBase) + "via: {upstream: true, client: false}\nclient:\n  keepalive_grace: 250ms\n",
+                       "t.yaml");
+  CHECK(c.via.upstream);
+  CHECK_FALSE(c.via.client);
+  CHECK(c.client.keepalive_grace == Millis(250));
+  auto e = error_of(std::string(kBase) + "via:\n  upstream: yes please\n");
+  CHECK(e.find("t.yaml:7: via.upstream: 'yes please' is not a boolean") == 0);
+  e = error_of(std::string(kBase) + "via:\n  both: true\n");
+  CHECK(e.find("via.both: unknown key") != std::string::npos);
+}
+
+TEST_CASE("describe_config says what holdfast does when the backend's timeout is unknown") {
+  auto d = describe_config(load_config_text(kBase, "t.yaml"));
+  CHECK(d.find("upstream 'app': the backend's idle timeout is unknown") != std::string::npos);
+  CHECK(d.find("Connection: keep-alive") != std::string::npos);
+  CHECK(d.find("margin (1s)") != std::string::npos);
+  d = describe_config(load_config_text(std::string(kBase) + "    backend_keepalive_timeout: 5s\n", "t.yaml"));
+  CHECK(d.find("idle timeout is unknown") == std::string::npos);
+}

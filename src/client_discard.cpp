@@ -1,0 +1,82 @@
+// ClientConnection after an early answer: the backend answered (401, 413,
+// nginx's `return`) before the request body had fully arrived. The answer
+// has gone out saying keep-alive; the rest of the body is read and dropped
+// so that the client's next request finds the connection usable, within
+// kDiscardBytes and kDiscardTime (nginx bounds its discarded bodies too).
+// The upstream connection is not part of this: it was closed, as its
+// request was never completed.
+#include <spdlog/spdlog.h>
+
+#include "holdfast/client_connection.hpp"
+#include "holdfast/exchange.hpp"
+#include "holdfast/worker.hpp"
+
+namespace holdfast {
+
+bool ClientConnection::can_discard_request_body() const {
+  // A client waiting for 100 Continue may answer a final status by not
+  // sending the body at all: what it sends next could be a request or the
+  // body, so the connection cannot continue.
+  if (!exchange_ || exchange_->expects_continue()) return false;
+  auto left = exchange_->request_body_left();
+  // A chunked body's size is unknown: the byte bound applies as it is read.
+  return !left || *left <= kDiscardBytes;
+}
+
+void ClientConnection::start_discarding(std::optional<std::uint64_t> left) {
+  state_ = State::discarding;
+  discard_left_ = left;
+  discarded_ = 0;
+  deadline_ = std::chrono::steady_clock::now() + kDiscardTime;
+  // A chunked body goes on through the parser, which now drops it.
+  if (!left) parser_->resume_chunked_body(&discard_sink_);
+  stream_.set_read_timeout(kDiscardTime);
+  if (reading_paused_) {
+    reading_paused_ = false;
+    stream_.enable_read();
+  }
+  discard_request_body();
+  if (state_ == State::discarding) stream_.kick();
+}
+
+void ClientConnection::discard_request_body() {
+  evbuffer* in = input();
+  bool done = false;
+  while (state_ == State::discarding && !done) {
+    std::size_t avail = evbuffer_get_length(in);
+    if (avail == 0) break;
+    if (discard_left_) {
+      auto n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, *discard_left_));
+      evbuffer_drain(in, n);
+      *discard_left_ -= n;
+      discarded_ += n;
+      done = *discard_left_ == 0;
+    } else {
+      evbuffer_iovec v;
+      if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) break;
+      auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
+      evbuffer_drain(in, r.consumed);
+      discarded_ += r.consumed;
+      if (r.event == HttpParser::Event::error) {
+        // What follows cannot be framed.
+        spdlog::info("conn {} {}: malformed request body while discarding it: {}", id_, peer_,
+                     parser_->error_reason());
+        close_after_output(true);
+        return;
+      }
+      done = r.event == HttpParser::Event::message_complete;
+      if (!done && r.consumed == 0) break;
+    }
+    if (!done && (discarded_ > kDiscardBytes || std::chrono::steady_clock::now() >= deadline_)) {
+      spdlog::info("conn {} {}: request body after an early answer exceeds the discard bounds; closing", id_, peer_);
+      close_after_output(true);
+      return;
+    }
+  }
+  if (!done) return;
+  parser_->reset();
+  stream_.set_read_timeout(std::nullopt);
+  continue_after_request();
+}
+
+}  // namespace holdfast
