@@ -32,6 +32,7 @@ class CountingBackend(h.ScriptedBackend):
         self.conns = self.max_conns = 0
         self.inflight = self.max_inflight = 0
         self.targets = []
+        self.bodies = {}
         self._gates = {}
         super().__init__(None)
 
@@ -56,6 +57,7 @@ class CountingBackend(h.ScriptedBackend):
                     self.inflight += 1
                     self.max_inflight = max(self.max_inflight, self.inflight)
                     self.targets.append(req.target)
+                    self.bodies[req.target] = req.body
                 query = h.parse_query(req.target)
                 if query.get("wait"):
                     self.gate(query["wait"]).wait(30 * h.SLOW)
@@ -242,6 +244,29 @@ class MaxConnsQueueTest(h.ProxyTestCase):
         self.assertEqual(held(), [200, 200])
         self.assertEqual(status_of(p.port, "/after"), 200)
         self.assertNotIn("/gone", b.targets)
+
+    def test_post_body_sent_while_queued_arrives_whole(self):
+        b = self.backend(CountingBackend, "b")
+        p = self.proxy(self.queue_config(b, 5, "20s"))
+        gate = b.gate("g")
+        held = self.hold(b, p)
+        body = h.pattern_block(7, 512 * 1024)
+        c = self.client(p.port)
+        head = h.build_request("POST", "/upload", headers=[("Content-Length", str(len(body)))])
+        # Part with the head, the rest while it waits: more than the socket
+        # buffers hold, so holdfast must stop reading and start again.
+        c.send(head + body[:1000])
+        time.sleep(0.2)
+        sender = threading.Thread(target=lambda: c.send(body[1000:]), daemon=True)
+        sender.start()
+        time.sleep(0.3)
+        self.assertNotIn("/upload", b.targets)
+        gate.set()
+        r = c.read_response()
+        sender.join(10 * h.SLOW)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(held(), [200, 200])
+        self.assertEqual(b.bodies["/upload"], body)
 
     def test_drain_serves_the_queued_request(self):
         b = self.backend(CountingBackend, "b")
