@@ -16,6 +16,9 @@ Measured per target, rounds alternated among targets (medians, min, max):
   idle memory    proxy RSS growth per idle keep-alive client connection
   race           failures of the keep-alive race (scripts/racelib.py) behind
                  each proxy, GET and POST, with and without Keep-Alive hints
+  failover       client-visible failures while one of two backends is
+                 SIGKILLed and restarted every 5 s under load, and how many of
+                 them the killed backend had in flight (scripts/benchfailover.py)
 
 Runs whose CPU time was shared with other processes (a build, a test) are
 detected from /proc/stat and run again after the machine is quiet, within a
@@ -50,6 +53,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import benchfailover  # noqa: E402
 import racelib  # noqa: E402
 
 BUILD_LOCK = "/tmp/holdfast-build.lock"
@@ -413,7 +417,9 @@ def haproxy_maxconn():
     return max(1000, min(20000, (hard_nofile() - 200) // 2))
 
 
-def proxy_haproxy(name, d, port, servers, workers, reuse="always"):
+def proxy_haproxy(name, d, port, servers, workers, reuse="always", defaults_extra=(), server_opts=""):
+    """HAProxy in front of `servers`; `defaults_extra` lines go into `defaults`,
+    `server_opts` after each server (the failover row's settings)."""
     os.makedirs(d, exist_ok=True)
     conf = """global
   nbthread %(workers)d
@@ -426,7 +432,7 @@ defaults
   timeout client 75s
   timeout server 60s
   timeout http-keep-alive 75s
-
+%(defaults_extra)s
 frontend fe
   bind 127.0.0.1:%(port)d
   default_backend be
@@ -437,7 +443,8 @@ backend be
 %(servers)s
 """ % {"workers": workers, "maxconn": haproxy_maxconn(), "port": port,
        "reuse": ("  http-reuse %s" % reuse) if reuse else "",
-       "servers": "\n".join("  server b%d 127.0.0.1:%d" % (i + 1, s) for i, s in enumerate(servers))}
+       "defaults_extra": "".join("  %s\n" % line for line in defaults_extra),
+       "servers": "\n".join("  server b%d 127.0.0.1:%d%s" % (i + 1, s, server_opts) for i, s in enumerate(servers))}
     path = os.path.join(d, "haproxy.cfg")
     with open(path, "w") as f:
         f.write(conf)
@@ -1061,6 +1068,9 @@ http {
         self.results["race"] = {"T": T, "n_sweep": n_sweep, "n_steady": n_steady, "foreign_cpus": round(foreign, 2),
                                 "rows": out}
 
+    def failover(self):
+        self.results["failover"] = benchfailover.run(self, sys.modules[__name__])
+
     def stop(self):
         for n, t in self.targets.items():
             if t["proc"]:
@@ -1109,6 +1119,7 @@ http {
         else:
             self.markdown_tables(L, tp, names, ref)
         self.markdown_race(L)
+        benchfailover.markdown(L, self.results.get("failover"))
         if self.notes:
             L.append("")
             L.append("## Notes")
@@ -1279,7 +1290,7 @@ http {
                 self.results["meta"]["holdfast_max_idle"] = self.holdfast_setting("max_idle")
             log("targets: %s (work dir %s)" % (", ".join(self.targets), self.workdir))
             phases = [(self.throughput, self.args.skip_throughput), (self.idle_memory, self.args.skip_idle),
-                      (self.race, self.args.skip_race)]
+                      (self.race, self.args.skip_race), (self.failover, self.args.skip_failover)]
             for phase, skip in phases:
                 if skip:
                     continue
@@ -1337,8 +1348,9 @@ def main(argv=None):
         ap.add_argument("--limit", type=float, default=90)
         return idle_client_main(ap.parse_args(argv[1:]))
     ap = argparse.ArgumentParser(description="Benchmark holdfast against nginx, HAProxy and the backend direct.")
-    ap.add_argument("--quick", action="store_true", help="3 rounds of 3 s, no 64 KiB 1-connection run, race of 20+20 requests "
-                    "(about 3 minutes); the default is 5 rounds of 10 s and a race of 60+60 (about 16 minutes)")
+    ap.add_argument("--quick", action="store_true", help="3 rounds of 3 s, no 64 KiB 1-connection run, race of 20+20 requests, "
+                    "failover runs of 20 s (about 4 minutes); the default is 5 rounds of 10 s, a race of 60+60 "
+                    "and failover runs of 60 s (about 19 minutes)")
     ap.add_argument("--workers", type=int, default=1, help="worker processes/threads of every proxy")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"), help="output directory")
     ap.add_argument("--targets", default="holdfast,nginx,haproxy,direct", help="comma-separated subset to measure")
@@ -1349,6 +1361,7 @@ def main(argv=None):
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-idle", action="store_true")
     ap.add_argument("--skip-race", action="store_true")
+    ap.add_argument("--skip-failover", action="store_true")
     ap.add_argument("--wait-quiet", type=int, default=300,
                     help="seconds to wait at start for other processes to leave the CPUs (default 300)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep configs and logs of the run")

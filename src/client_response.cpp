@@ -87,14 +87,12 @@ void ClientConnection::end(const HeaderList& trailers) {
     append_last_chunk(last, trailers);
     queue(last.data(), last.size());
   }
-  stream_.flush();
 }
 
 void ClientConnection::send_error(int status, std::string_view text, bool request_complete) {
   // A request whose body was not read to its end leaves the framing in doubt.
   auto page = error_response(status, text, response_policy(!request_complete), request_head_);
   queue(page.data(), page.size());
-  stream_.flush();
 }
 
 void ClientConnection::start_tunnel(const MessageHead& h, std::unique_ptr<UpstreamConnection> upstream,

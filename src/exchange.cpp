@@ -29,7 +29,10 @@ Exchange::Exchange(ClientConnection& client, DownstreamSink& sink, MessageHead&&
   forwarder_.upstream = &upstream_;
 }
 
-Exchange::~Exchange() = default;
+Exchange::~Exchange() {
+  // finish() has unlinked it already unless the worker is tearing down.
+  pool_.queue().remove(this);
+}
 
 void Exchange::enter(Phase next) {
   assert(phase_transition_allowed(phase_, next));
@@ -70,14 +73,27 @@ bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh) {
   // may_fail_over() ends the loop long before its own bound.
   const unsigned passes = pool_.config().balancing.retries + 1;
   for (unsigned pass = 0; pass < passes; ++pass) {
-    std::string why;
-    auto pick = worker_.pick_server(group_, head_, client_.peer_ip(), avoid, why);
-    if (!pick) {
-      worker_.stats().add(Counter::no_server);
-      fail(ProxyError::no_server, why.c_str());
+    // First come, first served: a newcomer does not take a slot ahead of
+    // requests of this worker already waiting for one.
+    if (phase_ == Phase::buffering && !pool_.queue().empty() && !queued()) {
+      wait_for_slot("requests are waiting for a connection slot");
       return false;
     }
-    server_ = *pick;
+    auto pick = worker_.pick_server(group_, head_, client_.peer_ip(), avoid);
+    if (!pick.server) {
+      // Waiting is for the first attempt only: a failover that finds every
+      // other server full answers at once (the phase has moved on).
+      if (pick.at_capacity && phase_ == Phase::buffering) {
+        wait_for_slot(pick.why);
+        return false;
+      }
+      pool_.queue().remove(this);
+      worker_.stats().add(Counter::no_server);
+      fail(ProxyError::no_server, pick.why.c_str());
+      return false;
+    }
+    pool_.queue().remove(this);
+    server_ = *pick.server;
     server_chosen_ = true;
     if (!fresh) {
       if (auto conn = pool_.acquire(server_, idempotent_)) {
@@ -104,6 +120,41 @@ bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh) {
     fresh = false;
   }
   return false;  // not reached: the last pass fails the exchange
+}
+
+bool Exchange::queued() const noexcept { return pool_.queue().contains(this); }
+
+void Exchange::wait_for_slot(const std::string& why) {
+  if (queued()) return;  // woken, but the slot went elsewhere: keeps its place
+  if (!pool_.queue().push(this)) {
+    worker_.stats().add(Counter::queue_overflow);
+    fail(ProxyError::queue_full, why.c_str());
+    return;
+  }
+  // A body still arriving waits in the socket (and its body_timeout is off)
+  // until there is a connection to send it on.
+  if (!request_.done) client_.pause_reading();
+  spdlog::debug("conn {} {}: waiting for a connection slot ({} waiting): {}", client_.id(), client_.peer(),
+                pool_.queue().size(), why);
+}
+
+void Exchange::on_slot_free() {
+  if (phase_ != Phase::buffering) {
+    pool_.queue().remove(this);
+    return;
+  }
+  if (!connect_upstream()) return;  // still waiting, or ended
+  // As start() after a first connect: what came with the head goes up, and
+  // the client may send the rest.
+  client_.resume_reading();
+  pump_request();
+}
+
+void Exchange::on_queue_timeout() {
+  worker_.stats().add(Counter::queue_timeout);
+  auto waited = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - queued_at);
+  fail(ProxyError::queue_timeout,
+       fmt::format("no connection slot within {} (every server at max_conns)", format_duration(waited)).c_str());
 }
 
 bool Exchange::may_fail_over() {
@@ -217,6 +268,9 @@ void Exchange::flush_response() {
 void Exchange::on_response_end(const HeaderList& trailers) {
   sink_.end(trailers);
   finish({response_.status, true});
+  // Written after finish() has counted it: whoever reads the answer and then
+  // the metrics finds it counted.
+  sink_.flush();
 }
 
 void Exchange::on_upstream_error(ProxyError error, const char* detail, RetryClass retry) {
@@ -289,6 +343,7 @@ void Exchange::fail(ProxyError error, const char* detail) {
     response_.started = true;
     sink_.send_error(info.status, info.text, request_.done);
     finish({info.status, true});
+    sink_.flush();
     return;
   }
   // Mid-response: the client must not take a truncated body for a whole one.
@@ -310,11 +365,13 @@ void Exchange::on_client_body_timeout() {
   response_.started = true;
   sink_.send_error(408, "request body timeout", false);
   finish({408, true});
+  sink_.flush();
 }
 
 void Exchange::finish(const Outcome& outcome) {
   if (phase_ == Phase::done) return;
   enter(Phase::done);
+  pool_.queue().remove(this);  // a client gone or an error while waiting
   upstream_.release();
   if (outcome.log) write_access_log(outcome.status);
   if (outcome.tell_client) client_.on_exchange_finished();

@@ -10,7 +10,14 @@ namespace holdfast {
 
 UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config, const std::vector<ServerAddress>& servers,
                            std::size_t first_slot)
-    : worker_(worker), config_(config), servers_(servers.size()), first_slot_(first_slot) {
+    : worker_(worker),
+      config_(config),
+      servers_(servers.size()),
+      first_slot_(first_slot),
+      // With several workers a slot may be freed by another one, which cannot
+      // wake this queue: it looks again every few milliseconds while non-empty.
+      queue_(worker.base(), config.balancing.queue.size, config.balancing.queue.timeout,
+             worker.config().workers > 1 ? std::optional<Millis>(kQueueRecheck) : std::nullopt) {
   for (const auto& s : servers) addresses_.push_back(&s);
 }
 
@@ -51,19 +58,32 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bo
     conn->set_owner(nullptr);
     conn->acquired_at = now;
     worker_.stats().add(slot(server), Counter::upstream_reused);
+    if (s.reserved > 0) --s.reserved;  // the slot is now this leased connection's
     publish(server);
     return conn;
   }
   return nullptr;
 }
 
+bool UpstreamPool::reserve(std::size_t server) {
+  if (!worker_.health().try_add_active(slot(server), config_.balancing.max_conns)) return false;
+  auto& s = servers_[server];
+  ++s.reserved;
+  ++s.shared_active;  // already counted by try_add_active
+  return true;
+}
+
 std::unique_ptr<UpstreamConnection> UpstreamPool::open(std::size_t server, int& err) {
   const auto& a = *addresses_[server];
+  auto& s = servers_[server];
+  if (s.reserved > 0) --s.reserved;  // becomes the new connection's, or is given back below
   auto conn = UpstreamConnection::open(worker_.base(), reinterpret_cast<const sockaddr*>(&a.addr), a.len, server,
                                        worker_.next_id(), err);
-  if (!conn) return nullptr;
+  if (!conn) {
+    publish(server);
+    return nullptr;
+  }
   worker_.stats().add(slot(server), Counter::upstream_connects);
-  auto& s = servers_[server];
   ++s.open;
   publish(server);
   // What the backend said on earlier connections holds for this one until it
@@ -190,10 +210,14 @@ void UpstreamPool::publish(std::size_t server) {
   auto active = static_cast<std::int64_t>(s.open) - idle;
   worker_.stats().set(slot(server), Gauge::upstream_idle, idle);
   worker_.stats().set(slot(server), Gauge::upstream_active, active);
-  // least_conn, random_two and max_conns read the count over all workers.
-  if (active != s.shared_active) {
-    worker_.health().add_active(slot(server), active - s.shared_active);
-    s.shared_active = active;
+  // least_conn, random_two and max_conns read the count over all workers;
+  // it includes the slots reserved for a connection about to be leased or opened.
+  const auto shared = active + static_cast<std::int64_t>(s.reserved);
+  if (shared != s.shared_active) {
+    worker_.health().add_active(slot(server), shared - s.shared_active);
+    // A slot freed here goes to the oldest request waiting on this worker.
+    if (shared < s.shared_active) queue_.notify();
+    s.shared_active = shared;
   }
   // The observed timeout grows back with time; shown as it applies now.
   const auto& ka = config_.keepalive;

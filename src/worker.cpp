@@ -270,11 +270,10 @@ void Worker::on_reap(evutil_socket_t, short, void* arg) {
   }
 }
 
-std::optional<std::size_t> Worker::pick_server(std::size_t group, const MessageHead& request,
-                                               std::string_view client_ip, std::optional<std::size_t> avoid,
-                                               std::string& why) {
+ServerPick Worker::pick_server(std::size_t group, const MessageHead& request, std::string_view client_ip,
+                               std::optional<std::size_t> avoid) {
   const auto& u = config().upstreams[group];
-  const auto& pool = *pools_[group];
+  auto& pool = *pools_[group];
   const auto now = HealthClock::now();
   auto& table = health();
   candidates_.assign(u.servers.size(), Candidate{});
@@ -295,12 +294,22 @@ std::optional<std::size_t> Worker::pick_server(std::size_t group, const MessageH
   if (avoid && candidates_[*avoid].eligible && eligible > 1) candidates_[*avoid].eligible = false;
   std::string_view key;
   if (u.balancing.policy == BalancePolicy::hash) key = request_hash_key(u.balancing.hash_key, request, client_ip);
-  auto chosen = eligible ? balancers_[group]->pick({candidates_, key}) : std::nullopt;
-  if (!chosen)
-    why = fmt::format("all {} server(s) of upstream '{}' are out: {} failing health checks, {} ejected after "
-                      "failures, {} at max_conns",
-                      u.servers.size(), u.name, checked, ejected, full);
-  return chosen;
+  // The count read above may be stale by now: the slot is taken for real by
+  // a compare-and-swap, and a server whose last slot another worker took in
+  // between is out like a full one. Each pass rules out one server.
+  for (std::size_t pass = 0; eligible > 0 && pass < candidates_.size(); ++pass) {
+    auto chosen = balancers_[group]->pick({candidates_, key});
+    if (!chosen) break;
+    if (pool.reserve(*chosen)) return {chosen, false, {}};
+    candidates_[*chosen].eligible = false;
+    ++full;
+  }
+  ServerPick none;
+  none.at_capacity = full > 0;
+  none.why = fmt::format("all {} server(s) of upstream '{}' are out: {} failing health checks, {} ejected after "
+                         "failures, {} at max_conns",
+                         u.servers.size(), u.name, checked, ejected, full);
+  return none;
 }
 
 bool Worker::has_alternative(std::size_t group, std::size_t server) const {

@@ -36,7 +36,8 @@ class DownstreamSink {
   // Moves `n` bytes of body out of `from`.
   virtual void send_data(evbuffer* from, std::size_t n) = 0;
   virtual void send_data(const char* data, std::size_t n) = 0;
-  // The response is complete (trailers, if any, end it).
+  // The response is complete (trailers, if any, end it). Like every call
+  // here it only queues; flush() writes.
   virtual void end(const HeaderList& trailers) = 0;
   // 101 Switching Protocols: relays `head` and from then on moves bytes
   // between the client and `upstream` (which the sink now owns).

@@ -5,7 +5,10 @@
 // safe, and ends in exactly one place, finish().
 //
 // Its progress is one Phase (see phase.hpp), changed only by enter(), plus
-// one small struct per direction.
+// one small struct per direction. When every server that could take the
+// request is at max_conns, it waits in its pool's queue (a SlotWaiter), still
+// in Phase::buffering, until a slot frees, the queue times out or the client
+// goes away.
 //
 // Ownership: owned by its ClientConnection, which deletes it on a later loop
 // turn; finish() never calls back into the client on its own stack.
@@ -22,6 +25,7 @@
 #include "holdfast/http_message.hpp"
 #include "holdfast/phase.hpp"
 #include "holdfast/upstream_request.hpp"
+#include "holdfast/wait_queue.hpp"
 
 namespace holdfast {
 
@@ -29,7 +33,7 @@ class ClientConnection;
 class Worker;
 class UpstreamPool;
 
-class Exchange final : private UpstreamRequest::Events {
+class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
  public:
   // `request` is the head just parsed on `client`; `group` the routed upstream.
   Exchange(ClientConnection& client, DownstreamSink& sink, MessageHead&& request, std::size_t group);
@@ -90,8 +94,13 @@ class Exchange final : private UpstreamRequest::Events {
   void enter(Phase next);
   void finish(const Outcome& outcome);
   // Picks a server (not `avoid` while another is eligible) and leases a
-  // pooled connection (unless `fresh`) or opens one. false: the exchange ended.
+  // pooled connection (unless `fresh`) or opens one. false: the exchange
+  // ended, or it waits in the queue for a slot (first attempt only).
   bool connect_upstream(std::optional<std::size_t> avoid = std::nullopt, bool fresh = false);
+  // Every server is at max_conns: joins (or stays in) the queue, or answers
+  // 503 when it is full.
+  void wait_for_slot(const std::string& why);
+  bool queued() const noexcept;
   // Spends one unit of the failover budget (retries, retry_timeout) if any is left.
   bool may_fail_over();
   void move_to(Phase next) {
@@ -101,6 +110,10 @@ class Exchange final : private UpstreamRequest::Events {
   void fail(ProxyError error, const char* detail);
   bool try_retry(ProxyError error, RetryClass retry);
   void write_access_log(int status);
+
+  // SlotWaiter
+  void on_slot_free() override;
+  void on_queue_timeout() override;
 
   // UpstreamRequest::Events
   void on_upstream_connected() override;

@@ -68,6 +68,20 @@ class HealthTable {
     rows_[slot].active.fetch_add(delta, std::memory_order_relaxed);
   }
   std::int64_t active(std::size_t slot) const noexcept { return rows_[slot].active.load(std::memory_order_relaxed); }
+  // One more active connection, only while fewer than `cap` are (0: no cap).
+  // A compare-and-swap, so that workers picking the same server at once
+  // cannot together pass the cap; false: the server is at its cap.
+  bool try_add_active(std::size_t slot, std::int64_t cap) noexcept {
+    auto& a = rows_[slot].active;
+    if (cap <= 0) {
+      a.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    auto cur = a.load(std::memory_order_relaxed);
+    while (cur < cap)
+      if (a.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) return true;
+    return false;
+  }
 
  private:
   struct Row {

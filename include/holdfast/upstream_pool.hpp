@@ -5,6 +5,12 @@
 //
 // While a connection is idle the pool owns it and watches it: its read event
 // stays armed, so EOF, unexpected bytes or the idle deadline close it at once.
+//
+// Connection slots (max_conns): a connection counts as active from the
+// reserve() that precedes it until it goes idle or closes; reserve() takes
+// the slot with a compare-and-swap on the process-wide count, so workers
+// together never pass the cap. Requests that found every server at its cap
+// wait in the pool's queue(), which hears of each slot freed here.
 #pragma once
 
 #include <sys/socket.h>
@@ -19,6 +25,7 @@
 #include "holdfast/idle_estimate.hpp"
 #include "holdfast/stats.hpp"
 #include "holdfast/upstream_connection.hpp"
+#include "holdfast/wait_queue.hpp"
 
 namespace holdfast {
 
@@ -53,6 +60,12 @@ class UpstreamPool final : public UpstreamConnection::Owner {
     return conn.requests >= config_.keepalive.max_requests || (conn.requests_left && *conn.requests_left == 0);
   }
 
+  // Takes one active-connection slot on `server` for the caller's next
+  // acquire() or open(): acquire() uses it up when it returns a connection,
+  // open() always (a failed open gives it back). false: the server is at
+  // max_conns over all workers. Without max_conns it always succeeds.
+  bool reserve(std::size_t server);
+
   // A new connection, connecting. nullptr with `err` set when it failed at once.
   std::unique_ptr<UpstreamConnection> open(std::size_t server, int& err);
 
@@ -81,6 +94,9 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   // Closes every idle connection (shutdown).
   void close_idle();
 
+  // Requests of this worker waiting for a slot of this group (max_conns).
+  WaitQueue& queue() noexcept { return queue_; }
+
   const UpstreamConfig& config() const noexcept { return config_; }
   std::size_t server_count() const noexcept { return servers_.size(); }
   const ServerAddress& address(std::size_t server) const { return *addresses_[server]; }
@@ -98,6 +114,7 @@ class UpstreamPool final : public UpstreamConnection::Owner {
     std::optional<Millis> learned_timeout;  // the server's, for its new connections
     IdleCloseEstimate observed;             // from the server's own closes of idle connections
     std::size_t open = 0;  // connections opened here and not yet retired (idle or leased)
+    std::size_t reserved = 0;  // slots taken by reserve() not yet used by acquire() or open()
     std::int64_t shared_active = 0;  // this pool's share of the HealthTable's active count
   };
 
@@ -127,6 +144,7 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   std::vector<const ServerAddress*> addresses_;
   std::vector<Server> servers_;
   std::size_t first_slot_;
+  WaitQueue queue_;
 };
 
 }  // namespace holdfast

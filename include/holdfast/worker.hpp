@@ -39,6 +39,13 @@ struct SharedState {
   std::unique_ptr<HealthTable> health;
 };
 
+// What Worker::pick_server found.
+struct ServerPick {
+  std::optional<std::size_t> server;  // with a slot reserved on it (UpstreamPool::reserve)
+  bool at_capacity = false;           // none: every server that could take it is at max_conns
+  std::string why;                    // none: what kept each server out
+};
+
 // One Stats slot per configured server, after the worker-wide slot 0.
 MetricsLayout metrics_layout(const Config& config);
 
@@ -62,10 +69,11 @@ class Worker {
   UpstreamPool& pool(std::size_t group) { return *pools_[group]; }
   HealthTable& health() const noexcept { return *shared_.health; }
   // A server of `group` for the next attempt: an eligible one (up, not
-  // ejected, under max_conns), never `avoid` while another is eligible.
-  // nullopt when none is; then `why` says what kept each one out.
-  std::optional<std::size_t> pick_server(std::size_t group, const MessageHead& request, std::string_view client_ip,
-                                         std::optional<std::size_t> avoid, std::string& why);
+  // ejected, under max_conns), never `avoid` while another is eligible. The
+  // pick holds one slot on its server, which the caller's next acquire() or
+  // open() on the group's pool uses up.
+  ServerPick pick_server(std::size_t group, const MessageHead& request, std::string_view client_ip,
+                         std::optional<std::size_t> avoid);
   // Whether a server of `group` other than `server` could take a request now.
   bool has_alternative(std::size_t group, std::size_t server) const;
   // Passive health: an attempt on `server` failed with `error` (only connect
