@@ -77,6 +77,9 @@ bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh) {
     // requests of this worker already waiting for one.
     if (phase_ == Phase::buffering && !pool_.queue().empty() && !queued()) {
       wait_for_slot("requests are waiting for a connection slot");
+      // The head of the queue tries again on the next loop turn: a server
+      // may have come back that nobody announced.
+      pool_.queue().notify();
       return false;
     }
     auto pick = worker_.pick_server(group_, head_, client_.peer_ip(), avoid);

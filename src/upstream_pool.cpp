@@ -14,10 +14,11 @@ UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config, const s
       config_(config),
       servers_(servers.size()),
       first_slot_(first_slot),
-      // With several workers a slot may be freed by another one, which cannot
-      // wake this queue: it looks again every few milliseconds while non-empty.
+      // A slot may come free where this queue does not hear of it: on another
+      // worker, or as a server ends its ejection or passes its health checks.
+      // So it looks again every few milliseconds while anyone waits.
       queue_(worker.base(), config.balancing.queue.size, config.balancing.queue.timeout,
-             worker.config().workers > 1 ? std::optional<Millis>(kQueueRecheck) : std::nullopt) {
+             std::optional<Millis>(kQueueRecheck)) {
   for (const auto& s : servers) addresses_.push_back(&s);
 }
 
@@ -37,8 +38,11 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bo
     // dropped here at no cost to the request, before a byte is written.
     if (!conn->quiet_and_open()) {
       worker_.stats().add(slot(server), Counter::evict_dead_at_checkout);
-      observe_close(*conn, std::chrono::duration_cast<Millis>(now - conn->last_used), now);
+      // Retired first, so that the gauges observe_close() publishes no longer
+      // count it; the object itself lives until the next loop turn.
+      UpstreamConnection& dead = *conn;
       retire(std::move(conn));
+      observe_close(dead, std::chrono::duration_cast<Millis>(now - dead.last_used), now);
       continue;
     }
     // The idle timer may not have run yet in this loop turn; and a request
@@ -196,11 +200,14 @@ void UpstreamPool::note_failure(std::size_t server, ProxyError error) {
 }
 
 void UpstreamPool::close_idle() {
-  for (std::size_t i = 0; i < servers_.size(); ++i) {
-    // Moved out first: retire() publishes gauges that read the list.
-    auto idle = std::move(servers_[i].idle);
-    servers_[i].idle.clear();
-    for (auto& c : idle) retire(std::move(c));
+  for (auto& s : servers_) {
+    // One at a time, each off the list before retire() publishes the gauges
+    // (and the shared active count) that read it.
+    while (!s.idle.empty()) {
+      auto c = std::move(s.idle.back());
+      s.idle.pop_back();
+      retire(std::move(c));
+    }
   }
 }
 
@@ -267,6 +274,23 @@ void UpstreamPool::observe_close(const UpstreamConnection& conn, Millis idle, Cl
   // one process restarted), not the backend's idle timeout.
   for (const auto& other : s.idle)
     if (other.get() != &conn && other->last_used < conn.last_used && other->quiet_and_open()) return;
+  // Connections idle for different times closing together are a restart (a
+  // deploy), not an idle timeout: each would otherwise teach a short bogus
+  // timeout. The rest of that burst, handled after the list emptied, is
+  // recognised by its time.
+  constexpr auto kBurst = std::chrono::seconds(1);
+  if (s.mass_close_at != Clock::time_point{} && now - s.mass_close_at < kBurst) return;
+  for (const auto& other : s.idle) {
+    if (other.get() == &conn || other->quiet_and_open()) continue;
+    auto apart = other->last_used > conn.last_used ? other->last_used - conn.last_used : conn.last_used - other->last_used;
+    if (apart > kBurst) {
+      s.mass_close_at = now;
+      spdlog::info("upstream {} ({}): idle connections of different ages closed together; a restart, not an idle "
+                   "timeout",
+                   config_.name, addresses_[conn.server]->text);
+      return;
+    }
+  }
   if (!s.observed.observe(idle, now)) return;
   auto estimate = s.observed.value(now, Millis::max()).value_or(Millis(0));
   worker_.stats().add(slot(conn.server), Counter::idle_closes_learned);

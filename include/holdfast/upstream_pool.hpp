@@ -116,6 +116,7 @@ class UpstreamPool final : public UpstreamConnection::Owner {
     std::size_t open = 0;  // connections opened here and not yet retired (idle or leased)
     std::size_t reserved = 0;  // slots taken by reserve() not yet used by acquire() or open()
     std::int64_t shared_active = 0;  // this pool's share of the HealthTable's active count
+    Clock::time_point mass_close_at{};  // connections of different ages closed at once (a restart)
   };
 
   // The backend's idle timeout for `conn` as far as holdfast knows it at

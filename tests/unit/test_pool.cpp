@@ -226,3 +226,27 @@ TEST_CASE("pool: a Keep-Alive timeout no longer than margin leaves no safe idle 
   h.pool().release(std::move(leg.conn), true);
   check_refused(h, leg.backend, Counter::evict_hint);
 }
+
+TEST_CASE("pool: connections of different ages closed together are a restart, not an idle timeout") {
+  WorkerHarness h;
+  auto young = h.open();
+  auto old = h.open();
+  UpstreamConnection* y = young.conn.get();
+  UpstreamConnection* o = old.conn.get();
+  h.pool().release(std::move(young.conn), true);
+  h.pool().release(std::move(old.conn), true);
+  // Idle for 3 s and 5 s (as far as the pool can tell) when the backend goes.
+  y->last_used -= std::chrono::seconds(3);
+  o->last_used -= std::chrono::seconds(5);
+  SUBCASE("both close at once: nothing learned") {
+    young.backend.close();
+    old.backend.close();
+    CHECK(run_until(h.base(), [&] { return h.pool().idle_count(0) == 0; }));
+    CHECK(h.count(Counter::idle_closes_learned) == 0);
+  }
+  SUBCASE("the older one alone: its idle time is learned") {
+    old.backend.close();
+    CHECK(run_until(h.base(), [&] { return h.pool().idle_count(0) == 1; }));
+    CHECK(h.count(Counter::idle_closes_learned) == 1);
+  }
+}
