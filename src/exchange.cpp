@@ -67,7 +67,7 @@ void Exchange::start() {
   pump_request();
 }
 
-bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh) {
+bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh, std::optional<std::size_t> prefer) {
   // Each pass leases or opens a connection to one server. A connect that
   // fails at once reached no backend, so it moves on like any unsent failure;
   // may_fail_over() ends the loop long before its own bound.
@@ -82,7 +82,7 @@ bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh) {
       pool_.queue().notify();
       return false;
     }
-    auto pick = worker_.pick_server(group_, head_, client_.peer_ip(), avoid);
+    auto pick = worker_.pick_server(group_, head_, client_.peer_ip(), avoid, pass == 0 ? prefer : std::nullopt);
     if (!pick.server) {
       // Waiting is for the first attempt only: a failover that finds every
       // other server full answers at once (the phase has moved on).
@@ -299,11 +299,15 @@ bool Exchange::try_retry(ProxyError error, RetryClass retry) {
     return false;
   }
   std::optional<std::size_t> avoid;
+  std::optional<std::size_t> prefer;
   bool fresh = false;
   if (reused && !retried_) {
     retried_ = true;
     fresh = true;
+    // The race says nothing against the server: a fresh connection to it,
+    // unless it is out by now.
     if (!worker_.health().available(pool_.slot(server_), HealthClock::now())) avoid = server_;
+    else prefer = server_;
     spdlog::info("conn {} upstream {} ({}): {} on a reused connection before any response; sending again on a new "
                  "connection",
                  client_.id(), upstream_.connection_id(), pool_.address(server_).text, describe(error).text);
@@ -319,7 +323,7 @@ bool Exchange::try_retry(ProxyError error, RetryClass retry) {
   }
   pool_.note_failure(server_, error);
   move_to(Phase::connecting);
-  if (!connect_upstream(avoid, fresh)) return true;  // ended with the last attempt's own cause
+  if (!connect_upstream(avoid, fresh, prefer)) return true;  // ended with the last attempt's own cause
   upstream_.flush();
   // A client paused on the old connection's full output hears no drain edge
   // from this one if the first write already emptied it.

@@ -271,7 +271,7 @@ void Worker::on_reap(evutil_socket_t, short, void* arg) {
 }
 
 ServerPick Worker::pick_server(std::size_t group, const MessageHead& request, std::string_view client_ip,
-                               std::optional<std::size_t> avoid) {
+                               std::optional<std::size_t> avoid, std::optional<std::size_t> prefer) {
   const auto& u = config().upstreams[group];
   auto& pool = *pools_[group];
   const auto now = HealthClock::now();
@@ -292,6 +292,8 @@ ServerPick Worker::pick_server(std::size_t group, const MessageHead& request, st
   }
   // Never the same server twice in a row while another one can take it.
   if (avoid && candidates_[*avoid].eligible && eligible > 1) candidates_[*avoid].eligible = false;
+  // A keep-alive-race retry stays with its server while that one takes traffic.
+  if (prefer && candidates_[*prefer].eligible && pool.reserve(*prefer)) return {prefer, false, {}};
   std::string_view key;
   if (u.balancing.policy == BalancePolicy::hash) key = request_hash_key(u.balancing.hash_key, request, client_ip);
   // The count read above may be stale by now: the slot is taken for real by

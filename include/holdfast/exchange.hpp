@@ -96,7 +96,9 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   // Picks a server (not `avoid` while another is eligible) and leases a
   // pooled connection (unless `fresh`) or opens one. false: the exchange
   // ended, or it waits in the queue for a slot (first attempt only).
-  bool connect_upstream(std::optional<std::size_t> avoid = std::nullopt, bool fresh = false);
+  // `prefer`: that server, when it can take the request (a race retry).
+  bool connect_upstream(std::optional<std::size_t> avoid = std::nullopt, bool fresh = false,
+                        std::optional<std::size_t> prefer = std::nullopt);
   // Every server is at max_conns: joins (or stays in) the queue, or answers
   // 503 when it is full.
   void wait_for_slot(const std::string& why);

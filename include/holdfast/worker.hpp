@@ -73,7 +73,7 @@ class Worker {
   // pick holds one slot on its server, which the caller's next acquire() or
   // open() on the group's pool uses up.
   ServerPick pick_server(std::size_t group, const MessageHead& request, std::string_view client_ip,
-                         std::optional<std::size_t> avoid);
+                         std::optional<std::size_t> avoid, std::optional<std::size_t> prefer = std::nullopt);
   // Whether a server of `group` other than `server` could take a request now.
   bool has_alternative(std::size_t group, std::size_t server) const;
   // Passive health: an attempt on `server` failed with `error` (only connect

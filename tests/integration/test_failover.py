@@ -43,6 +43,22 @@ class FailoverTest(h.ProxyTestCase):
         self.assertEqual(m.value(C + "responses_total", code="5xx", **srv(b.port)), 0)
         self.assertEqual(m.value(C + "upstream_ejections_total", **srv(dead)), 0)
 
+    def test_race_retry_stays_with_its_server(self):
+        # The keep-alive race on server A says nothing against A: the retry goes
+        # on a fresh connection to A, not to whichever server comes next.
+        seen_a = []
+        a = self.scripted(h.race_handler(seen_a))
+        b = self.backend(name="b")
+        p = self.proxy(make_config([a.port, b.port]))
+        c = self.client(p.port)
+        self.assertEqual(c.request("GET", "/1").body, b"conn=1")      # A, pooled
+        self.assertEqual(c.request("GET", "/2").status, 200)           # B
+        r = c.request("GET", "/3")                                     # A reused: race, retried
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"conn=2", "the retry left server A")
+        self.assertEqual([(i, q.target) for i, q in seen_a], [(1, "/1"), (1, "/3"), (2, "/3")])
+        self.assertEqual([q.target for q in b.requests], ["/2"])
+
     def test_passive_ejection_window_and_doubling(self):
         b = self.backend(name="b1")
         dead = h.closed_port()
