@@ -704,12 +704,8 @@ def encode_chunked(body, chunk_size, ext=None, trailers=None):
 
 def wait_for(predicate, timeout, msg="condition not met"):
     """Polls `predicate` until it is true or `timeout` seconds pass; fails the test then."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{msg} within {timeout:.1f}s")
+    if not wait_until(predicate, timeout):
+        raise AssertionError(f"{msg} within {timeout:.1f}s")
 
 
 def connect(port, timeout=None):

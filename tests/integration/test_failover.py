@@ -87,8 +87,10 @@ class FailoverTest(h.ProxyTestCase):
         self.assertEqual(Metrics(p).value(C + "upstream_server_up", **srv(dead)), 0)
         self.assertEqual(Metrics(p).value(C + "upstream_server_up", **srv(b.port)), 1)
         self.assertEqual(status(p)["upstreams"][0]["servers"][0]["state"], "down")
-        log = p.stderr_text()
-        lines = re.findall(r"server 127\.0\.0\.1:%d ejected for (\S+)" % dead, log)
+        pattern = r"server 127\.0\.0\.1:%d ejected for (\S+)" % dead
+        # The log comes through a pipe read by another thread: wait for the lines.
+        h.wait_until(lambda: len(re.findall(pattern, p.stderr_text())) >= 2, 5 * h.SLOW)
+        lines = re.findall(pattern, p.stderr_text())
         self.assertEqual(len(lines), 2, "one log line per ejection, not one per request")
         self.assertEqual(lines, [f"{int(fail_timeout)}s", f"{int(2 * fail_timeout)}s"] if fail_timeout == 1.0
                          else lines, "the second ejection lasts twice as long")
@@ -159,6 +161,7 @@ class ActiveHealthCheckTest(h.ProxyTestCase):
         t0 = time.monotonic()
         self.assertTrue(h.wait_until(lambda: up() == 1, 10 * interval))
         self.assertLess(time.monotonic() - t0, (2 + 1.5) * interval, "back within rise x interval")
+        h.wait_until(lambda: f"server 127.0.0.1:{b1.port} is up" in p.stderr_text(), 5 * h.SLOW)
         log = p.stderr_text()
         self.assertEqual(log.count(f"server 127.0.0.1:{b1.port} is down"), 1, log)
         self.assertEqual(log.count(f"server 127.0.0.1:{b1.port} is up"), 1, log)

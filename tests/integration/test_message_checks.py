@@ -115,7 +115,9 @@ class ResponseTrailerLimitTest(h.ProxyTestCase):
             self.assertEqual(e.partial.trailers.items, [], "trailer fields were relayed")
         self.assertTrue(c.reader.eof, "the client connection should be closed")
         self.assertTrue(upstream_closed.wait(WAIT), "the upstream connection was not closed")
-        self.assertIn("trailer section larger than the limit", p.stderr_text())
+        # The log comes through a pipe read by another thread: wait for the line.
+        h.wait_for(lambda: "trailer section larger than the limit" in p.stderr_text(), 5 * h.SLOW,
+                   "the reason was not logged")
 
 
 class DoubleChunkedTest(h.ProxyTestCase):
