@@ -24,7 +24,8 @@ class Loader : public ConfigReader {
     Config c;
     c.source = source_;
     if (root.IsNull()) fail(root, "(top level)", "the file is empty");
-    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log", "admin", "via"});
+    expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log", "admin", "via",
+                      "reload_on_change", "resolver"});
 
     if (auto n = root["listen"]) {
       if (n.IsScalar()) c.listen.push_back(endpoint(n, "listen", true));
@@ -38,6 +39,13 @@ class Loader : public ConfigReader {
     if (auto n = root["listen_backlog"]) c.listen_backlog = static_cast<int>(count(n, "listen_backlog", 1, 65535));
     if (auto n = root["workers"]) c.workers = static_cast<unsigned>(count(n, "workers", 1, 256));
     if (auto n = root["drain_timeout"]) c.drain_timeout = duration(n, "drain_timeout");
+    if (auto n = root["reload_on_change"]) c.reload_on_change = boolean(n, "reload_on_change");
+    if (auto n = root["resolver"]) {
+      if (n.IsScalar()) c.resolver.push_back(endpoint(n, "resolver", false));
+      else if (n.IsSequence()) {
+        for (std::size_t i = 0; i < n.size(); ++i) c.resolver.push_back(endpoint(n[i], "resolver[" + std::to_string(i) + "]", false));
+      } else fail(n, "resolver", "expected an address or a list of addresses (IP:port)");
+    }
 
     load_client(root["client"], c.client);
 
@@ -133,7 +141,7 @@ class Loader : public ConfigReader {
     u.name = name;
     std::string key = "upstreams." + name;
     std::vector<const char*> allowed{"servers", "keepalive", "backend_keepalive_timeout", "connect_timeout",
-                                     "send_timeout", "read_timeout", "retry_buffer", "upgrade", "tunnel_timeout"};
+                                     "send_timeout", "read_timeout", "retry_buffer", "upgrade", "tunnel_timeout", "resolve_interval"};
     allowed.insert(allowed.end(), kBalancingKeys.begin(), kBalancingKeys.end());
     expect_map(n, key, allowed);
     auto servers = n["servers"];
@@ -157,6 +165,7 @@ class Loader : public ConfigReader {
     if (auto v = n["read_timeout"]) u.read_timeout = positive(v, key + ".read_timeout");
     if (auto v = n["retry_buffer"]) u.retry_buffer = size(v, key + ".retry_buffer");
     if (auto v = n["tunnel_timeout"]) u.tunnel_timeout = positive(v, key + ".tunnel_timeout");
+    if (auto v = n["resolve_interval"]) u.resolve_interval = positive(v, key + ".resolve_interval");
     if (auto v = n["upgrade"]) {
       if (!v.IsSequence()) fail(v, key + ".upgrade", "expected a list of protocol names, e.g. [websocket]");
       u.upgrade.clear();
@@ -265,6 +274,28 @@ Config load_config(const std::string& path) {
   std::stringstream buf;
   buf << in.rdbuf();
   return load_from_node_or_text(buf.str(), path);
+}
+
+namespace {
+std::string endpoints_text(const std::vector<Endpoint>& list) {
+  std::string out;
+  for (const auto& e : list) out += (out.empty() ? "" : ", ") + e.text;
+  return out.empty() ? "(none)" : out;
+}
+}  // namespace
+
+std::vector<std::string> restart_required(const Config& running, const Config& next) {
+  std::vector<std::string> out;
+  auto differs = [&](const char* key, const std::string& was, const std::string& now) {
+    if (was != now) out.push_back(std::string(key) + ": " + was + " -> " + now + " needs a restart (it cannot change while holdfast runs)");
+  };
+  differs("workers", std::to_string(running.workers), std::to_string(next.workers));
+  differs("listen_backlog", std::to_string(running.listen_backlog), std::to_string(next.listen_backlog));
+  differs("admin.listen", running.admin.listen ? running.admin.listen->text : "(off)",
+          next.admin.listen ? next.admin.listen->text : "(off)");
+  differs("log.access", running.log.access, next.log.access);
+  differs("resolver", endpoints_text(running.resolver), endpoints_text(next.resolver));
+  return out;
 }
 
 std::string describe_config(const Config& c) {

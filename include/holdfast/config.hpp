@@ -130,6 +130,10 @@ struct UpstreamConfig {
   std::vector<std::string> upgrade{"websocket"};
   // Idle time after which a tunnel (after 101 Switching Protocols) is closed.
   Millis tunnel_timeout{3'600'000};
+  // How often server host names are resolved again (every address a name
+  // resolves to is a server of the group); unused when every server address
+  // is a literal IP.
+  Millis resolve_interval{30'000};
 };
 
 struct RouteConfig {
@@ -175,7 +179,17 @@ struct Config {
   LogConfig log;
   AdminConfig admin;
   ViaConfig via;
+  // Reload when the config file (or the directory holding it, for
+  // Kubernetes ConfigMap symlink swaps) changes, as on SIGHUP.
+  bool reload_on_change = false;
+  // DNS servers for upstream host names ("127.0.0.1:5353"); empty: the
+  // system's (/etc/resolv.conf).
+  std::vector<Endpoint> resolver;
 };
+
+// Settings of `next` that differ from `running` and cannot change while
+// holdfast runs: one "KEY: ..." message each; empty when a reload may apply.
+std::vector<std::string> restart_required(const Config& running, const Config& next);
 
 // Loads and validates; throws ConfigError naming file, line, key and rule.
 Config load_config(const std::string& path);
