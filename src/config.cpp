@@ -298,6 +298,13 @@ std::vector<std::string> restart_required(const Config& running, const Config& n
   return out;
 }
 
+bool same_connection_settings(const UpstreamConfig& a, const UpstreamConfig& b) {
+  const auto &x = a.keepalive, &y = b.keepalive;
+  return x.max_idle == y.max_idle && x.idle_timeout.value == y.idle_timeout.value && x.max_requests == y.max_requests &&
+         x.max_lifetime == y.max_lifetime && x.margin == y.margin &&
+         a.backend_keepalive_timeout == b.backend_keepalive_timeout;
+}
+
 std::string describe_config(const Config& c) {
   std::ostringstream o;
   o << "# effective configuration of " << c.source << "\n";

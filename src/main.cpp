@@ -22,7 +22,8 @@ const char* kUsage =
     "  -h, --help          print this help and exit\n"
     "\n"
     "SIGTERM or SIGINT: stop accepting, let in-flight exchanges finish (up to\n"
-    "drain_timeout), close idle connections, exit 0.\n";
+    "drain_timeout), close idle connections, exit 0.\n"
+    "SIGHUP: reload the configuration file; an invalid one changes nothing.\n";
 
 }  // namespace
 
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -81,8 +83,8 @@ int main(int argc, char** argv) {
   }
   server->start();
 
-  int sig = 0;
-  sigwait(&set, &sig);
+  // SIGHUP and config changes reload here, until SIGTERM or SIGINT.
+  int sig = server->run(set);
   // Draining first, then the log line: /ready must turn 503 at once.
   server->request_drain();
   spdlog::info("received {}, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -191,6 +191,11 @@ struct Config {
 // holdfast runs: one "KEY: ..." message each; empty when a reload may apply.
 std::vector<std::string> restart_required(const Config& running, const Config& next);
 
+// Whether two versions of an upstream treat pooled connections alike (the
+// keepalive block, backend_keepalive_timeout): then a reload keeps the pools
+// of servers present in both.
+bool same_connection_settings(const UpstreamConfig& a, const UpstreamConfig& b);
+
 // Loads and validates; throws ConfigError naming file, line, key and rule.
 Config load_config(const std::string& path);
 // Same, from text (tests); `source` names it in messages.
