@@ -137,13 +137,19 @@ std::string describe_keys(const std::vector<Key<S>>& keys, const S& s, int inden
     std::size_t same = 0;
     while (same < open.size() && same + 1 < parts.size() && open[same] == parts[same]) ++same;
     open.resize(same);
+    auto value = k.show(s, indent + 2 * static_cast<int>(parts.size()));
+    if (!value) {
+      // A comment, which opens no mapping: a mapping of comments alone would read as null.
+      std::string rest;
+      for (std::size_t i = same; i < parts.size(); ++i) rest += (rest.empty() ? "" : ".") + parts[i];
+      out += std::string(indent + 2 * same, ' ') + "# " + rest + ": " + k.unset + "\n";
+      continue;
+    }
     for (; open.size() + 1 < parts.size(); open.push_back(parts[open.size()]))
       out += std::string(indent + 2 * open.size(), ' ') + parts[open.size()] + ":\n";
-    const int at = indent + 2 * static_cast<int>(open.size());
-    auto value = k.show(s, at + 2);
-    if (!value) out += std::string(at, ' ') + "# " + parts.back() + ": " + k.unset + "\n";
-    else if (!value->empty() && (*value)[0] == '\n') out += std::string(at, ' ') + parts.back() + ":" + *value;
-    else out += std::string(at, ' ') + parts.back() + ": " + *value + "\n";
+    const std::string pad(indent + 2 * open.size(), ' ');
+    if (!value->empty() && (*value)[0] == '\n') out += pad + parts.back() + ":" + *value;
+    else out += pad + parts.back() + ": " + *value + "\n";
   }
   return out;
 }
