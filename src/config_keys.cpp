@@ -78,7 +78,7 @@ std::vector<Key<Config>> make_top_keys() {
              "Event loops (threads), each with its own listening sockets and pools."),
       row<S>("drain_timeout", any_duration, HF_FIELD(drain_timeout), R::live,
              "On SIGTERM/SIGINT: how long in-flight exchanges may take before they are closed."),
-      row<S>("client.keepalive_timeout", any_duration, HF_FIELD(client.keepalive_timeout), R::live,
+      row<S>("client.keepalive_timeout", duration, HF_FIELD(client.keepalive_timeout), R::live,
              "Idle time allowed between requests on a client connection, advertised as Keep-Alive: timeout=N; "
              "must be >= front_idle_timeout + margin, and is derived from them when left out."),
       row<S>("client.keepalive_grace", any_duration, HF_FIELD(client.keepalive_grace), R::live,
