@@ -1,16 +1,17 @@
-// YAML -> Config. yaml-cpp is included by the config module alone (this
-// file, config_balancing.cpp and their private config_loader.hpp).
+// YAML -> Config: the schema's tables (config_keys.cpp) read the keys, then
+// the rules between keys run here; and what is generated from the tables:
+// describe_config(), restart_required(), same_connection_settings(),
+// config_reference(). yaml-cpp is included by the config module alone (the
+// config*.cpp files and their private config_loader.hpp, config_schema.hpp).
 #include "holdfast/config.hpp"
 
 #include <yaml-cpp/yaml.h>
 
-#include "config_schema.hpp"
-
 #include <algorithm>
-#include <charconv>
 #include <fstream>
-#include <set>
 #include <sstream>
+
+#include "config_schema.hpp"
 
 namespace holdfast {
 

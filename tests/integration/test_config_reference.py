@@ -51,6 +51,11 @@ class ConfigReferenceTest(unittest.TestCase):
             self.assertEqual(len(cells), 6, row)
             self.assertIn(cells[4], ("live", "restart", "connection"), row)
             self.assertTrue(cells[1] and cells[5], f"type and help must be given: {row}")
+            # restart_required() compares top-level keys, same_connection_settings() an upstream's.
+            if cells[4] == "restart":
+                self.assertNotRegex(cells[0], r"[*\[]", f"a restart key must be top-level: {row}")
+            if cells[4] == "connection":
+                self.assertRegex(cells[0], r"^`upstreams\.\*\.[a-z_.]+`$", f"a connection key belongs to an upstream: {row}")
 
     def test_help_mentions_the_flag(self):
         p = subprocess.run([h.HOLDFAST_BIN, "--help"], capture_output=True, text=True, timeout=30 * h.SLOW)
