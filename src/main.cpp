@@ -13,11 +13,13 @@
 namespace {
 
 const char* kUsage =
-    "usage: holdfast [-c FILE] [--check] [--version] [--help]\n"
+    "usage: holdfast [-c FILE] [--check] [--config-reference] [--version] [--help]\n"
     "\n"
     "  -c, --config FILE   configuration file (default /etc/holdfast/holdfast.yaml)\n"
     "  --check             validate FILE, print the effective configuration and the\n"
     "                      keep-alive timeout chain, and exit (0 valid, 1 invalid)\n"
+    "  --config-reference  print every configuration key (type, default, bounds,\n"
+    "                      reload class, help) as Markdown, and exit\n"
     "  --version           print the version and exit\n"
     "  -h, --help          print this help and exit\n"
     "\n"
@@ -40,6 +42,9 @@ int main(int argc, char** argv) {
       path = argv[++i];
     } else if (a == "--check" || a == "-t") {
       check = true;
+    } else if (a == "--config-reference") {
+      std::fputs(holdfast::config_reference().c_str(), stdout);
+      return 0;
     } else if (a == "--version") {
       std::printf("holdfast %s\n", HOLDFAST_VERSION);
       return 0;
