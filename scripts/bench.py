@@ -1203,7 +1203,7 @@ http {
         L.append("CPU: proxy utime+stime (all its processes and threads) per 100k requests at 50 connections. "
                  "Upstream: connections the backends accepted per 10k requests (13 B, 50 connections; "
                  "for `direct` these are wrk's own). Idle: proxy RSS growth per idle keep-alive client "
-                 "connection, %s connections%s." % (
+                 "connection, %s connections (holdfast's aim: at most 400 B)%s." % (
                      fmt_num(self.idle_conns),
                      " (not 10,000: HAProxy needs two descriptors per `maxconn` and refuses to start above "
                      "the hard limit of %s open files here)" % fmt_num(hard_nofile()) if self.idle_conns < 10000 else ""))

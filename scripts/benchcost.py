@@ -11,8 +11,8 @@ alone, because the counters need the process started under a tool:
 machines often answer `<not supported>`), else `valgrind --tool=callgrind`
 (user-space instructions only; holdfast runs some 50 times slower under it,
 so the runs are short). Three runs: one with no request (start-up, the
-check connection and shutdown), one of N keep-alive requests of 13 B and one
-of N of 64 KiB, each from one client connection; per request =
+check connection and shutdown), then N keep-alive requests of 13 B, of 64 KiB
+and of 1 MiB, each size a run of its own from one client connection; per request =
 (run - no-request run) / N.
 """
 
@@ -23,7 +23,8 @@ import socket
 import subprocess
 import time
 
-SIZES = (("13 B", "/small"), ("64 KiB", "/64k"))
+SIZES = (("13 B", "/small"), ("64 KiB", "/64k"), ("1 MiB", "/1m"))
+REQUESTS = 2000
 
 
 # --------------------------------------------------------------------------- CPU table
@@ -171,7 +172,7 @@ def measure_instructions(bench, b):
     if not tool:
         bench.note("instructions per request not measured: perf counts nothing here and valgrind is missing")
         return None
-    n = 1000 if bench.quick else 2000
+    n = REQUESTS      # about 5 s in all under callgrind: the same in quick and full runs
     servers = bench.backend_ports
     b.log("instructions per request: holdfast under %s, %d requests per size" % (tool, n))
     t0 = time.monotonic()

@@ -75,7 +75,9 @@ class Target:
         """(reloads confirmed, reloads failed) so far, from the proxy's own log; None where it says nothing."""
         text = self.log_text()
         if self.name == "holdfast":
-            return text.count("reload: version"), text.count("reload failed:")
+            # "reload: version N active", and "reload failed: ..." or "reload failed (cause): ..."
+            # (one failure may log several lines: only whether the count grew matters).
+            return text.count("reload: version"), text.count("reload failed")
         if self.name == "haproxy":
             return text.count("Loading success"), text.count("Loading failure")
         return None, text.count("[emerg]")
