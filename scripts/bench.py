@@ -1138,7 +1138,7 @@ http {
         L.append("")
         L.append("Versions: " + ", ".join("%s `%s`" % (k, v) for k, v in meta["versions"].items() if v))
         L.append("")
-        L.append("Setup: two nginx backends (1 worker each) on loopback serving a 13-byte and a 65,536-byte file; "
+        L.append("Setup: two nginx backends (1 worker each) on loopback serving a 13-byte, a 65,536-byte and a 1 MiB file; "
                  "each proxy balances over both; `direct` is wrk against one backend (the ceiling). "
                  "wrk -t1; everything shares %d CPUs. Proxies as their documentation advises for upstream "
                  "keep-alive: nginx `upstream { server; server; keepalive 32; }`, `proxy_http_version 1.1`, "

@@ -185,6 +185,8 @@ def run(bench, b):
                                         (time.monotonic() - t0), 2)
             if "error" in row:
                 bench.note("reload %s: %s" % (name, row["error"]))
+            elif row["foreign_cpus"] > 0.5:
+                bench.note("other processes used %.2f CPUs during the reload row of %s" % (row["foreign_cpus"], name))
             rows.append(row)
             b.log("  %s: %s requests, %s failed, %s client conns closed by the proxy, %s backend-2 conns%s" %
                   (name, row.get("requests"), row.get("failed"), row.get("closed_by_proxy"),
