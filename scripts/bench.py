@@ -1394,8 +1394,8 @@ def main(argv=None):
         return idle_client_main(ap.parse_args(argv[1:]))
     ap = argparse.ArgumentParser(description="Benchmark holdfast against nginx, HAProxy and the backend direct.")
     ap.add_argument("--quick", action="store_true", help="3 rounds of 3 s, no 64 KiB 1-connection run, race of 20+20 requests, "
-                    "failover runs of 20 s (about 4 minutes); the default is 5 rounds of 10 s, a race of 60+60 "
-                    "and failover runs of 60 s (about 19 minutes)")
+                    "failover runs of 20 s, 6 reloads per proxy (about 6 minutes); the default is 5 rounds of "
+                    "10 s, a race of 60+60, failover runs of 60 s and 20 reloads (about 24 minutes)")
     ap.add_argument("--workers", type=int, default=1, help="worker processes/threads of every proxy")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"), help="output directory")
     ap.add_argument("--targets", default="holdfast,nginx,haproxy,direct", help="comma-separated subset to measure")
