@@ -37,9 +37,9 @@ std::uint64_t Snapshot::total(Counter c) const {
 }
 
 Snapshot& Snapshot::operator+=(const Snapshot& other) {
-  for (std::size_t i = 0; i < counters.size(); ++i) counters[i] += other.counters[i];
-  for (std::size_t i = 0; i < histograms.size(); ++i) histograms[i] += other.histograms[i];
-  for (std::size_t i = 0; i < gauges.size(); ++i) {
+  for (std::size_t i = 0; i < std::min(counters.size(), other.counters.size()); ++i) counters[i] += other.counters[i];
+  for (std::size_t i = 0; i < std::min(histograms.size(), other.histograms.size()); ++i) histograms[i] += other.histograms[i];
+  for (std::size_t i = 0; i < std::min(gauges.size(), other.gauges.size()); ++i) {
     if (kGaugeInfo[i % kGauges].aggregate == Aggregate::max) gauges[i] = std::max(gauges[i], other.gauges[i]);
     else gauges[i] += other.gauges[i];
   }

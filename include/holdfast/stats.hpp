@@ -82,7 +82,12 @@ namespace holdfast {
     "Requests answered 503 at once because every server of their upstream was down.")                           \
   X(queue_overflow, worker, "upstream_queue_rejections_total", "reason=\"overflow\"",                             \
     "Requests answered 503 because every server was at max_conns and the queue was full, or the wait too long.") \
-  X(queue_timeout, worker, "upstream_queue_rejections_total", "reason=\"timeout\"", "")
+  X(queue_timeout, worker, "upstream_queue_rejections_total", "reason=\"timeout\"", "")                         \
+  X(dns_resolutions, worker, "dns_resolutions_total", "",                                                        \
+    "Periodic lookups of upstream server host names (failed ones included).")                                     \
+  X(dns_failures, worker, "dns_resolution_failures_total", "",                                                   \
+    "Host name lookups that failed (timeout, SERVFAIL, NXDOMAIN, no address); the last good answer stays.")        \
+  X(dns_changes, worker, "dns_changes_total", "", "Host name lookups whose addresses differed from those in use.")
 
 // X(id, scope, family, labels, aggregate over workers, scale to base unit, help)
 #define HOLDFAST_GAUGES(X)                                                                                        \
@@ -167,7 +172,8 @@ struct Snapshot {
   // Sum over every slot.
   std::uint64_t total(Counter c) const;
   // Merges another worker's figures: counters and histograms add, gauges
-  // follow their declared aggregate.
+  // follow their declared aggregate. `other` may have fewer slots (the DNS
+  // watcher's Stats has slot 0 only).
   Snapshot& operator+=(const Snapshot& other);
   // "name=value name=value ..." with each counter summed over its slots (the shutdown line).
   std::string format() const;
