@@ -135,10 +135,16 @@ class Dnsmasq {
   }
 
   void kill_now(int sig = SIGKILL) {
-    if (pid_ < 0) return;
-    ::kill(pid_, sig);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
+    if (pid_ >= 0) {
+      ::kill(pid_, sig);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+    if (guard_fd_ >= 0) {
+      ::close(guard_fd_);  // the guard's read ends: it exits
+      ::waitpid(guard_pid_, nullptr, 0);
+      guard_fd_ = -1;
+    }
   }
 
  private:
@@ -162,7 +168,7 @@ class Dnsmasq {
     argv.push_back(nullptr);
     pid_t child = ::fork();
     if (child == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the test binary
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // until dnsmasq changes its credentials; see start_guard()
       int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
@@ -174,6 +180,7 @@ class Dnsmasq {
       if (::waitpid(child, nullptr, WNOHANG) == child) return;  // port taken meanwhile: try another
       if (query_a(port_, "ready.invalid")) {
         pid_ = child;
+        start_guard();
         return;
       }
     }
@@ -181,7 +188,25 @@ class Dnsmasq {
     ::waitpid(child, nullptr, 0);
   }
 
+  // dnsmasq drops privileges, which clears PR_SET_PDEATHSIG: a guard shell
+  // kills it once the pipe from this process closes, even if the test dies.
+  void start_guard() {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return;
+    std::string script = "read _; kill -9 " + std::to_string(pid_) + " 2>/dev/null";
+    guard_pid_ = ::fork();
+    if (guard_pid_ == 0) {
+      ::dup2(fds[0], 0);
+      ::execl("/bin/sh", "sh", "-c", script.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(fds[0]);
+    guard_fd_ = fds[1];
+  }
+
   std::string binary_, dir_, hosts_;
+  int guard_fd_ = -1;
+  pid_t guard_pid_ = -1;
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
 };
