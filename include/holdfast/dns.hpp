@@ -74,7 +74,7 @@ class DnsWatcher {
   // resolv.conf and hosts are read again.
   void watch(const Config& config, const NameTable& current);
   void start();
-  void stop();  // thread-safe, idempotent; a lookup in flight is abandoned
+  void stop();  // thread-safe, idempotent, final; a lookup in flight is abandoned
 
   // Any thread. The last good answer of every watched name.
   NameTable answers() const;
