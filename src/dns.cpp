@@ -170,6 +170,7 @@ std::map<std::string, Millis> host_names(const Config& config) {
 
 bool resolve_names(const Config& config, NameTable& out, std::string& error, Millis timeout) {
   out.clear();
+  error.clear();
   auto names = host_names(config);
   if (names.empty()) return true;
   event_base* base = event_base_new();

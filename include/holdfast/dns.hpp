@@ -37,11 +37,11 @@ bool is_ip_literal(const std::string& host);
 std::map<std::string, Millis> host_names(const Config& config);
 
 // Resolves every name of host_names(config), all in parallel, waiting at most
-// `timeout` in all. Returns true with `out` holding every name's addresses;
-// on the failure of any name returns false and sets `error` to
-// "NAME: reason" for the first failed name (in name order); `out` then holds
-// the names that did resolve. `out` is cleared first. Blocks the caller:
-// for startup and reload on the main thread, never on a worker loop.
+// `timeout` in all. Returns true with `out` holding every name's addresses
+// and `error` empty; on the failure of any name returns false and sets
+// `error` to "NAME: reason" for the first failed name (in name order), `out`
+// then holding the names that did resolve. Blocks the caller: for startup
+// and reload on the main thread, never on a worker loop.
 bool resolve_names(const Config& config, NameTable& out, std::string& error, Millis timeout = Millis(5000));
 
 // Re-resolves names periodically on its own thread, with its own event_base

@@ -362,3 +362,21 @@ TEST_CASE("dns: watch() replaces the watched names while running") {
   CHECK(changes.seen[0].second == std::vector<std::string>{"127.0.0.4", "::1"});
   CHECK(watcher.answers().count("backend.holdfast.test") == 0);
 }
+
+TEST_CASE("dns: a watcher stops at once with lookups in flight") {
+  // Nobody answers on this port: each lookup would take about 2 s.
+  auto config = config_for(free_udp_port(), {"backend.holdfast.test:8080", "mixed.holdfast.test:8080"}, "200ms");
+  Changes changes;
+  const auto started = TestClock::now();
+  {
+    DnsWatcher watcher(changes.callback());
+    watcher.watch(config, {});  // no answers yet: both are looked up at once
+    watcher.start();
+    std::this_thread::sleep_for(100ms);
+    watcher.watch(config, {});  // abandons those lookups and starts new ones
+    std::this_thread::sleep_for(100ms);
+    CHECK(watcher.stats().get(Counter::dns_resolutions) == 0);
+  }
+  CHECK(TestClock::now() - started < 1500ms);
+  CHECK(changes.count() == 0);
+}
