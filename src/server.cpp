@@ -269,6 +269,7 @@ Snapshot Server::snapshot(std::size_t slots) const {
   Snapshot total(slots);
   for (const auto& w : workers_) total += w->stats().read(slots);
   total += control_stats_.read();
+  total += dns_->stats().read();
   {
     std::lock_guard<std::mutex> lock(checker_mutex_);
     if (checker_) total += checker_->stats().read(slots);

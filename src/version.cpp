@@ -14,11 +14,6 @@ std::optional<std::size_t> SlotRegistry::slot(const std::string& upstream, const
   return next_++;
 }
 
-bool is_ip_literal(const std::string& host) {
-  in6_addr buf;
-  return inet_pton(AF_INET, host.c_str(), &buf) == 1 || inet_pton(AF_INET6, host.c_str(), &buf) == 1;
-}
-
 namespace {
 
 bool numeric_address(const std::string& ip, std::uint16_t port, ServerAddress& out) {

@@ -85,7 +85,12 @@ namespace holdfast {
   X(queue_timeout, worker, "upstream_queue_rejections_total", "reason=\"timeout\"", "")                        \
   X(reloads_ok, worker, "config_reloads_total", "result=\"ok\"",                                               \
     "Configuration reloads (SIGHUP, config file change, DNS answer change), by result.")                       \
-  X(reloads_failed, worker, "config_reloads_total", "result=\"failed\"", "")
+  X(reloads_failed, worker, "config_reloads_total", "result=\"failed\"", "")                                 \
+  X(dns_resolutions, worker, "dns_resolutions_total", "",                                                        \
+    "Periodic lookups of upstream server host names (failed ones included).")                                     \
+  X(dns_failures, worker, "dns_resolution_failures_total", "",                                                   \
+    "Host name lookups that failed (timeout, SERVFAIL, NXDOMAIN, no address); the last good answer stays.")        \
+  X(dns_changes, worker, "dns_changes_total", "", "Host name lookups whose addresses differed from those in use.")
 
 // X(id, scope, family, labels, aggregate over workers, scale to base unit, help)
 #define HOLDFAST_GAUGES(X)                                                                                        \
@@ -178,7 +183,8 @@ struct Snapshot {
   // Sum over every slot.
   std::uint64_t total(Counter c) const;
   // Merges another worker's figures: counters and histograms add, gauges
-  // follow their declared aggregate.
+  // follow their declared aggregate. `other` may have fewer slots (the DNS
+  // watcher's Stats has slot 0 only).
   Snapshot& operator+=(const Snapshot& other);
   // "name=value name=value ..." with each counter summed over its slots (the shutdown line).
   std::string format() const;

@@ -17,15 +17,12 @@
 #include <vector>
 
 #include "holdfast/config.hpp"
+#include "holdfast/dns.hpp"
 #include "holdfast/router.hpp"
 #include "holdfast/stats.hpp"
 #include "holdfast/upstream_pool.hpp"
 
 namespace holdfast {
-
-// Numeric addresses ("127.0.0.2", "::1") each server host name resolved to,
-// sorted and unique. IP literals need no entry.
-using NameTable = std::map<std::string, std::vector<std::string>>;
 
 struct ConfigVersion {
   std::uint64_t id = 1;
@@ -57,9 +54,6 @@ class SlotRegistry {
   std::map<std::string, std::size_t> slots_;
   std::size_t next_ = 1;  // slot 0 is the worker-wide one
 };
-
-// True when `host` is an IPv4 or IPv6 literal (no resolution needed).
-bool is_ip_literal(const std::string& host);
 
 // Builds a version from a validated config and the answers for its host
 // names. Throws ConfigError (FILE: upstreams.NAME: ...) when an address is
