@@ -182,6 +182,7 @@ struct Snapshot {
   }
   // Sum over every slot.
   std::uint64_t total(Counter c) const;
+  void clear_slot(std::size_t slot);
   // Merges another worker's figures: counters and histograms add, gauges
   // follow their declared aggregate. `other` may have fewer slots (the DNS
   // watcher's Stats has slot 0 only).
@@ -202,6 +203,10 @@ class Stats {
   void set(std::size_t slot, Gauge g, std::int64_t v) noexcept {
     gauges_[slot * kGauges + static_cast<std::size_t>(g)].store(static_cast<std::uint64_t>(v), std::memory_order_relaxed);
   }
+  void adjust(std::size_t slot, Gauge g, std::int64_t delta) noexcept {
+    auto& cell = gauges_[slot * kGauges + static_cast<std::size_t>(g)];
+    cell.store(cell.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(delta), std::memory_order_relaxed);
+  }
   void observe(std::size_t slot, Histogram h, double seconds) noexcept;
 
   // Any thread.
@@ -209,6 +214,8 @@ class Stats {
   std::size_t slots() const noexcept { return slots_; }
   // The first `slots` slots only (those in use so far).
   Snapshot read(std::size_t slots) const;
+  // Owner thread: zeroes a slot handed to another server.
+  void clear_slot(std::size_t slot) noexcept;
   Snapshot read() const;
 
  private:

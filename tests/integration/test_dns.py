@@ -31,6 +31,7 @@ class DnsTest(ProxyTestCase):
     def config(self, dns, port):
         cfg = make_config([], upstream={"servers": [{"address": f"{NAME}:{port}"}],
                                         "resolve_interval": f"{int(INTERVAL * 1000)}ms"},
+                          client={"keepalive_requests": 1000000},  # the load's connections last
                           top=dict(ADMIN, resolver=[dns.resolver]))
         return cfg
 
@@ -66,13 +67,14 @@ class DnsTest(ProxyTestCase):
                         f"b2's connections were not drained: accepted {b2.accepted}, closed {b2.closed_conns}")
         before = len(b2.requests)
         more = load.done + 100
-        self.assertTrue(wait_until(lambda: load.done > more, 20 * SLOW))
+        self.assertTrue(wait_until(lambda: load.done > more, 20 * SLOW),
+                        f"load stalled: {load.failures}\n{p.stderr_text()[-3000:]}")
         self.assertEqual(len(b2.requests), before, "a removed address still got requests")
 
         # The resolver goes away: lookups fail, the last answer stays.
         dns.kill()
         failures_seen = wait_until(
-            lambda: re.search(r'holdfast_dns_failures_total [1-9]', admin_get(p, "/metrics").body.decode()),
+            lambda: re.search(r'holdfast_dns_resolution_failures_total [1-9]', admin_get(p, "/metrics").body.decode()),
             10 * SLOW)
         self.assertTrue(failures_seen, admin_get(p, "/metrics").body.decode()[-3000:])
         b3 = backends["127.0.0.3"]
