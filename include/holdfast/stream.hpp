@@ -18,6 +18,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <sys/types.h>
 
 #include <algorithm>
 #include <chrono>
@@ -144,6 +145,10 @@ class Stream {
   void do_read();
   // Writes output() until it is empty or the socket is full; errno on failure.
   int write_out();
+  // One send of what output() holds (all of it when the socket takes it):
+  // bytes sent (drained from output()) or -1 with errno; `offered` is what
+  // the call tried to send.
+  ssize_t send_some(std::size_t& offered);
   // From the loop only: writes, then tells the handler when the output fell
   // to the drain mark. False when the stream failed or was closed meanwhile.
   bool write_and_notify();
