@@ -237,7 +237,9 @@ void UpstreamPool::publish(std::size_t server) {
     if (shared < s.shared_active) queue_.notify();
     s.shared_active = shared;
   }
-  // The observed timeout grows back with time; shown as it applies now.
+  // The observed timeout grows back with time; shown as it applies now. Until
+  // a first observation the gauge stays 0, with no clock read per checkout.
+  if (!s.observed.has_observation()) return;
   const auto& ka = config_.keepalive;
   auto seen = s.observed.value(Clock::now(), ka.idle_timeout.value + ka.margin);
   worker_.stats().set(slot(server), Gauge::observed_timeout_ms, seen ? seen->count() : 0);
