@@ -93,11 +93,11 @@ class Stream {
   int fd() const noexcept { return fd_; }
   // The buffers exist only while in use (see release_idle_resources()).
   evbuffer* input() {
-    if (!input_) input_ = evbuffer_new();
+    if (!input_) input_ = make_buffer();
     return input_;
   }
   evbuffer* output() {
-    if (!output_) output_ = evbuffer_new();
+    if (!output_) output_ = make_buffer();
     return output_;
   }
   std::size_t input_length() const noexcept { return input_ ? evbuffer_get_length(input_) : 0; }
@@ -153,6 +153,10 @@ class Stream {
   void shutdown_write() noexcept;
 
  private:
+  // An empty evbuffer, from this thread's cache of freed ones when it has
+  // one; drop_buffer() gives one back (freed if the cache is full).
+  static evbuffer* make_buffer();
+  static void drop_buffer(evbuffer* b) noexcept;
   static void on_io(evutil_socket_t fd, short what, void* arg);
   static void on_timer(evutil_socket_t fd, short what, void* arg);
   void handle_io(short what);
