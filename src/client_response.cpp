@@ -12,24 +12,32 @@
 
 namespace holdfast {
 
+namespace {
+// The response-head scratch string keeps at most this much capacity.
+constexpr std::size_t kKeptHeadCapacity = 8 * 1024;
+}  // namespace
+
 void ClientConnection::queue(const char* data, std::size_t n) {
   evbuffer_add(stream_.output(), data, n);
   response_bytes_ += n;
 }
 
-std::string ClientConnection::response_policy(bool must_close) {
+void ClientConnection::response_policy(std::string& out, bool must_close) {
   const auto& cfg = worker_.config().client;
   // A client that shut down its sending side gets its pipelined requests
   // answered; the last of them closes.
   bool last_input = input_closed_ && stream_.input_length() == 0;
   if (must_close || !request_keep_alive_ || served_ >= cfg.keepalive_requests || worker_.draining() || last_input)
     close_after_response_ = true;
-  if (close_after_response_) return "Connection: close\r\n";
+  if (close_after_response_) {
+    out += "Connection: close\r\n";
+    return;
+  }
   char buf[96];
   int n = std::snprintf(buf, sizeof buf, "Connection: keep-alive\r\nKeep-Alive: timeout=%lld, max=%llu\r\n",
                         static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000),
                         static_cast<unsigned long long>(cfg.keepalive_requests - served_));
-  return std::string(buf, static_cast<std::size_t>(n));
+  out.append(buf, static_cast<std::size_t>(n));
 }
 
 void ClientConnection::send_interim(const MessageHead& h) {
@@ -41,7 +49,10 @@ void ClientConnection::send_interim(const MessageHead& h) {
 
 void ClientConnection::send_head(const MessageHead& h, Framing framing, bool request_complete) {
   response_chunked_ = framing == Framing::unknown && request_http11_;
-  std::string head;
+  // Built in one string per worker thread, reused (its capacity kept) from
+  // one response to the next: no allocation per head once it has grown.
+  thread_local std::string head;
+  head.clear();
   head.reserve(256 + h.headers.size() * 48);
   head += "HTTP/1.1 ";
   head += std::to_string(h.status);
@@ -57,10 +68,12 @@ void ClientConnection::send_head(const MessageHead& h, Framing framing, bool req
   // An HTTP/1.0 client learns the end of an unknown-length body from the
   // close; and a request body not read to its end keeps the connection only
   // if holdfast can read and drop the rest of it afterwards.
-  head += response_policy((framing == Framing::unknown && !request_http11_) ||
-                          (!request_complete && !can_discard_request_body()));
+  response_policy(head, (framing == Framing::unknown && !request_http11_) ||
+                            (!request_complete && !can_discard_request_body()));
   head += "\r\n";
   queue(head.data(), head.size());
+  // A head of unusual size does not stay with the thread.
+  if (head.capacity() > kKeptHeadCapacity) std::string().swap(head);
 }
 
 void ClientConnection::send_data(evbuffer* from, std::size_t n) {
@@ -91,7 +104,9 @@ void ClientConnection::end(const HeaderList& trailers) {
 
 void ClientConnection::send_error(int status, std::string_view text, bool request_complete) {
   // A request whose body was not read to its end leaves the framing in doubt.
-  auto page = error_response(status, text, response_policy(!request_complete), request_head_);
+  std::string policy;
+  response_policy(policy, !request_complete);
+  auto page = error_response(status, text, policy, request_head_);
   queue(page.data(), page.size());
 }
 

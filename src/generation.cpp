@@ -60,6 +60,12 @@ ServerPick Generation::pick_server(std::size_t group, const MessageHead& request
   const auto& u = config().upstreams[group];
   auto& pool = *pools_[group];
   const auto now = HealthClock::now();
+  // One server without max_conns (the common shape): there is nothing to
+  // balance and no slot to contend for, so only its health is read. A server
+  // that is out takes the full path below, which says why.
+  if (u.servers.size() == 1 && u.balancing.max_conns == 0 && why_out(group, 0, now) == OutBecause::in &&
+      pool.reserve(0))
+    return {std::size_t{0}, false, {}};
   auto& table = worker_.health();
   candidates_.assign(u.servers.size(), Candidate{});
   std::size_t eligible = 0, ejected = 0, checked = 0, full = 0;

@@ -55,9 +55,11 @@ bool is_idempotent(const MessageHead& h) noexcept {
 }
 
 const std::string* allowed_upgrade(const MessageHead& h, const std::vector<std::string>& allowed) {
-  if (allowed.empty() || !has_token(connection_tokens(h.headers), "upgrade")) return nullptr;
+  // Upgrade is rare: looked for first, so that the Connection tokens (a
+  // vector of strings) are only collected for a request that has one.
+  if (allowed.empty()) return nullptr;
   const std::string* value = find_header(h.headers, "upgrade");
-  if (!value) return nullptr;
+  if (!value || !has_token(connection_tokens(h.headers), "upgrade")) return nullptr;
   std::string_view rest = *value;
   int protocols = 0;
   while (!rest.empty()) {

@@ -71,7 +71,18 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bo
     conn->server = server;  // from here on it is this pool's (it may have idled in a newer version's)
     // The peek: a connection the backend closed (or wrote to) while idle is
     // dropped here at no cost to the request, before a byte is written.
-    if (!conn->quiet_and_open()) {
+    // It is skipped (one recv saved per reuse) only when it could tell
+    // nothing newer than the event loop already knows: the socket was seen
+    // quiet in this loop turn (by this turn's epoll_wait, or by its own last
+    // read if later; see Stream::quiet_as_observed), so only bytes or a FIN
+    // sent during this turn could be missed -- and those would equally
+    // arrive just after a peek. Connections idle for a second or more keep
+    // the peek: that is where backends' idle-timeout closes land (none
+    // closes sooner, see IdleCloseEstimate::kShortest), and where the cost of
+    // one recv is spread over a long idle time anyway.
+    const bool seen_quiet =
+        now - conn->last_used < IdleCloseEstimate::kShortest && conn->stream().quiet_as_observed();
+    if (!seen_quiet && !conn->quiet_and_open()) {
       worker_.stats().add(slot(server), Counter::evict_dead_at_checkout);
       // Retired first, so that the gauges observe_close() publishes no longer
       // count it; the object itself lives until the next loop turn.
@@ -280,7 +291,9 @@ void UpstreamPool::publish(std::size_t server) {
     if (shared < s.shared_active) queue_.notify();
     s.shared_active = shared;
   }
-  // The observed timeout grows back with time; shown as it applies now.
+  // The observed timeout grows back with time; shown as it applies now. Until
+  // a first observation the gauge stays 0, with no clock read per checkout.
+  if (!s.observed.has_observation()) return;
   const auto& ka = config_.keepalive;
   auto seen = s.observed.value(Clock::now(), ka.idle_timeout.value + ka.margin);
   worker_.stats().set(slot(server), Gauge::observed_timeout_ms, seen ? seen->count() : 0);

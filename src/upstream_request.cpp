@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <cstdio>
+
 #include "holdfast/client_connection.hpp"
 #include "holdfast/http1_encode.hpp"
 #include "holdfast/upstream_pool.hpp"
@@ -100,12 +102,12 @@ void UpstreamRequest::send_body(evbuffer* from, std::size_t n) {
 
 void UpstreamRequest::send_chunk(const char* data, std::size_t n) {
   if (n == 0) return;
-  std::string frame;
-  append_chunk_header(frame, n);
-  queue(frame.data(), frame.size());
+  char frame[24];
+  auto len = static_cast<std::size_t>(std::snprintf(frame, sizeof frame, "%zx\r\n", n));
+  queue(frame, len);
   queue(data, n);
   queue("\r\n", 2);
-  keep_for_replay(frame.data(), frame.size());
+  keep_for_replay(frame, len);
   keep_for_replay(data, n);
   keep_for_replay("\r\n", 2);
 }

@@ -146,8 +146,8 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   void start_discarding(std::optional<std::uint64_t> left);
   void discard_request_body();
   // Connection and Keep-Alive fields for the answer now being written; also
-  // decides whether the connection closes after it.
-  std::string response_policy(bool must_close);
+  // decides whether the connection closes after it. Appended to `out`.
+  void response_policy(std::string& out, bool must_close);
   void queue(const char* data, std::size_t n);
 
   Worker& worker_;

@@ -22,6 +22,7 @@
 #include "holdfast/access_log.hpp"
 #include "holdfast/downstream.hpp"
 #include "holdfast/errors.hpp"
+#include "holdfast/free_list.hpp"
 #include "holdfast/http_message.hpp"
 #include "holdfast/phase.hpp"
 #include "holdfast/upstream_request.hpp"
@@ -41,6 +42,9 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   ~Exchange() override;
   Exchange(const Exchange&) = delete;
   Exchange& operator=(const Exchange&) = delete;
+  // One per request: the worker reuses the memory of finished ones.
+  static void* operator new(std::size_t n) { return FreeList<Exchange>::allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { FreeList<Exchange>::release(p, n); }
 
   void start();
   // Moves request body bytes from the client's input upward, as far as

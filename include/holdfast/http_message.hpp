@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "holdfast/free_list.hpp"
 #include "holdfast/headers.hpp"
 
 namespace holdfast {
@@ -47,6 +48,10 @@ class BodySink {
 
 class HttpParser {
  public:
+  // A client connection's parser lives from a request's first byte to its
+  // head (and body): the worker reuses the memory of the last ones freed.
+  static void* operator new(std::size_t n) { return FreeList<HttpParser>::allocate(n); }
+  static void operator delete(void* p, std::size_t n) noexcept { FreeList<HttpParser>::release(p, n); }
   enum class Kind { request, response };
   enum class Event {
     need_more,         // everything given was consumed

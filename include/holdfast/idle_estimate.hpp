@@ -43,6 +43,8 @@ class IdleCloseEstimate {
   // nothing was observed or the estimate grew back to `ceiling` (the value
   // holdfast would use without it), after which it is forgotten.
   std::optional<Millis> value(TimePoint now, Millis ceiling) const;
+  // Whether anything was ever observed (value() is nullopt at any time if not).
+  bool has_observation() const noexcept { return base_.has_value(); }
 
   // An observed idle time turned into a timeout estimate. The FIN of a
   // backend that closed at T reaches holdfast at T + d, so the observation

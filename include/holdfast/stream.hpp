@@ -18,6 +18,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <sys/types.h>
 
 #include <algorithm>
 #include <chrono>
@@ -92,11 +93,11 @@ class Stream {
   int fd() const noexcept { return fd_; }
   // The buffers exist only while in use (see release_idle_resources()).
   evbuffer* input() {
-    if (!input_) input_ = evbuffer_new();
+    if (!input_) input_ = make_buffer();
     return input_;
   }
   evbuffer* output() {
-    if (!output_) output_ = evbuffer_new();
+    if (!output_) output_ = make_buffer();
     return output_;
   }
   std::size_t input_length() const noexcept { return input_ ? evbuffer_get_length(input_) : 0; }
@@ -105,6 +106,20 @@ class Stream {
   // armed: an idle keep-alive connection then holds no buffer or timer
   // memory at all (nginx does the same with its buffers).
   void release_idle_resources();
+  // True when no byte, FIN or error can have reached the socket before the
+  // last moment its readiness was observed: its last read drained it (a
+  // short read or EAGAIN) and no read edge was seen since, neither handled
+  // (read_ready_) nor waiting in this loop turn's queue of active events.
+  // With edge triggering, epoll reports every arrival once; so a socket in
+  // this state was quiet when this turn's epoll_wait (or its own drain, if
+  // later) looked, and anything newer arrived during this turn.
+  bool quiet_as_observed() const noexcept {
+    // libevent 2.1 has no public "is this event active" query; the flags are
+    // in the installed event_struct.h.
+    constexpr short queued = EVLIST_ACTIVE | EVLIST_ACTIVE_LATER;
+    return fd_ >= 0 && !read_ready_ && !peer_closed_ && !eof_ && !pending_error_ && input_length() == 0 &&
+           (io_event_.ev_evcallback.evcb_flags & queued) == 0;
+  }
   bool is_connecting() const noexcept { return connecting_; }
   bool is_closed() const noexcept { return fd_ < 0; }
   // errno of the last error reported.
@@ -138,12 +153,20 @@ class Stream {
   void shutdown_write() noexcept;
 
  private:
+  // An empty evbuffer, from this thread's cache of freed ones when it has
+  // one; drop_buffer() gives one back (freed if the cache is full).
+  static evbuffer* make_buffer();
+  static void drop_buffer(evbuffer* b) noexcept;
   static void on_io(evutil_socket_t fd, short what, void* arg);
   static void on_timer(evutil_socket_t fd, short what, void* arg);
   void handle_io(short what);
   void do_read();
   // Writes output() until it is empty or the socket is full; errno on failure.
   int write_out();
+  // One send of what output() holds (all of it when the socket takes it):
+  // bytes sent (drained from output()) or -1 with errno; `offered` is what
+  // the call tried to send.
+  ssize_t send_some(std::size_t& offered);
   // From the loop only: writes, then tells the handler when the output fell
   // to the drain mark. False when the stream failed or was closed meanwhile.
   bool write_and_notify();

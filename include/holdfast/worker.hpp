@@ -162,6 +162,7 @@ class Worker {
   event* idle_timer_ = nullptr;
   bool idle_timer_armed_ = false;
   std::vector<std::unique_ptr<void, void (*)(void*)>> retired_;
+  std::vector<std::unique_ptr<void, void (*)(void*)>> reaping_;  // the batch on_reap is deleting
   event* reap_event_ = nullptr;
   event* drain_request_event_ = nullptr;
   int drain_fd_ = -1;            // eventfd: the only way other threads wake this worker (drain, updates)
