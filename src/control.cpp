@@ -17,13 +17,6 @@ namespace holdfast {
 
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
 std::string parent_of(const std::string& path) {
   auto slash = path.rfind('/');
   if (slash == std::string::npos) return ".";
@@ -40,6 +33,13 @@ constexpr std::uint32_t kWatchMask =
 constexpr auto kSettle = std::chrono::milliseconds(100);
 
 }  // namespace
+
+std::string Server::read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
 
 bool Server::config_changed() {
   auto text = read_text(version()->declared.source);
@@ -73,7 +73,6 @@ int Server::run(const sigset_t& signals) {
   int ifd = -1;
   bool pending = false;
   auto settle_at = std::chrono::steady_clock::now();
-  last_text_ = read_text(version()->declared.source);
   for (;;) {
     const bool want = version()->declared.reload_on_change;
     if (want && ifd < 0) {
@@ -81,6 +80,9 @@ int Server::run(const sigset_t& signals) {
       if (ifd >= 0) {
         watch_config(ifd);
         spdlog::info("reload_on_change: watching {}", version()->declared.source);
+        // A change between the load and this watch would go unseen: compare now.
+        pending = true;
+        settle_at = std::chrono::steady_clock::now();
       }
     } else if (!want && ifd >= 0) {
       ::close(ifd);

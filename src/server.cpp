@@ -15,6 +15,8 @@ namespace holdfast {
 
 Server::Server(Config config) {
   auto access = setup_logging(config.log);
+  // What the running version was loaded from: a file changed after this is a reload.
+  last_text_ = read_text(config.source);
   NameTable names;
   std::string error;
   if (!resolve_names(config, names, error)) throw ConfigError(config.source + ": upstreams: cannot resolve " + error);

@@ -79,6 +79,7 @@ class Server {
   // Control thread: the config file's directory is watched (reload_on_change).
   void watch_config(int inotify_fd);
   bool config_changed();
+  static std::string read_text(const std::string& path);
   void restart_checker(std::shared_ptr<const ConfigVersion> v);
   void on_dns_answer(const std::string& name, const std::vector<std::string>& addresses);
   void apply_dns_answers();
