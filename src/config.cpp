@@ -25,7 +25,7 @@ class Loader : public ConfigReader {
     c.source = source_;
     if (root.IsNull()) fail(root, "(top level)", "the file is empty");
     expect_map(root, "", {"listen", "listen_backlog", "workers", "drain_timeout", "client", "upstreams", "routes", "log", "admin", "via",
-                      "reload_on_change", "resolver"});
+                      "reload_on_change", "resolver", "splice_min_body"});
 
     if (auto n = root["listen"]) {
       if (n.IsScalar()) c.listen.push_back(endpoint(n, "listen", true));
@@ -40,6 +40,7 @@ class Loader : public ConfigReader {
     if (auto n = root["workers"]) c.workers = static_cast<unsigned>(count(n, "workers", 1, 256));
     if (auto n = root["drain_timeout"]) c.drain_timeout = duration(n, "drain_timeout");
     if (auto n = root["reload_on_change"]) c.reload_on_change = boolean(n, "reload_on_change");
+    if (auto n = root["splice_min_body"]) c.splice_min_body = size(n, "splice_min_body");
     if (auto n = root["resolver"]) {
       if (n.IsScalar()) c.resolver.push_back(endpoint(n, "resolver", false));
       else if (n.IsSequence()) {
@@ -304,6 +305,7 @@ std::string describe_config(const Config& c) {
   o << "listen: [";
   for (std::size_t i = 0; i < c.listen.size(); ++i) o << (i ? ", " : "") << '"' << c.listen[i].text << '"';
   o << "]\nlisten_backlog: " << c.listen_backlog << "\nworkers: " << c.workers << "\ndrain_timeout: " << format_duration(c.drain_timeout) << "\n";
+  o << "splice_min_body: " << (c.splice_min_body ? format_size(c.splice_min_body) : std::string("0  # off")) << "\n";
   const auto& cl = c.client;
   o << "client:\n"
     << "  keepalive_timeout: " << format_duration(cl.keepalive_timeout.value) << "\n"

@@ -178,7 +178,7 @@ void Exchange::pump_request() {
     }
     evbuffer* in = client_.input();
     std::size_t avail = evbuffer_get_length(in);
-    if (avail == 0) break;
+    if (avail == 0) { splice_request_body(); break; }  // nothing buffered: the socket's bytes may go by splice
     if (request_.mode == BodyMode::length) {
       std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, request_.remaining));
       upstream_.send_body(in, n);

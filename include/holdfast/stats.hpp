@@ -82,7 +82,10 @@ namespace holdfast {
     "Requests answered 503 at once because every server of their upstream was down.")                           \
   X(queue_overflow, worker, "upstream_queue_rejections_total", "reason=\"overflow\"",                             \
     "Requests answered 503 because every server was at max_conns and the queue was full, or the wait too long.") \
-  X(queue_timeout, worker, "upstream_queue_rejections_total", "reason=\"timeout\"", "")
+  X(queue_timeout, worker, "upstream_queue_rejections_total", "reason=\"timeout\"", "")                        \
+  X(spliced_response_bytes, worker, "spliced_bytes_total", "direction=\"response\"",                             \
+    "Body bytes moved socket to socket with splice(2), by direction (response: backend to client).")              \
+  X(spliced_request_bytes, worker, "spliced_bytes_total", "direction=\"request\"", "")
 
 // X(id, scope, family, labels, aggregate over workers, scale to base unit, help)
 #define HOLDFAST_GAUGES(X)                                                                                        \
