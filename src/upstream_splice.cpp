@@ -29,6 +29,10 @@ void UpstreamRequest::pump_response_splice() {
   if (!conn_ || failed_ || response_complete_ || paused_) return;
   if (!response_splice_) {
     if (!splice_to_ || (mode_ != BodyMode::length && mode_ != BodyMode::until_close)) return;
+    if (mode_ == BodyMode::length && remaining_ < kSpliceMinRemainder) {
+      splice_to_ = nullptr;
+      return;
+    }
     response_splice_ = SplicePump::start(conn_->stream(), *splice_to_,
                                          mode_ == BodyMode::length ? std::optional(remaining_) : std::nullopt);
     if (!response_splice_) {
@@ -78,6 +82,10 @@ UpstreamRequest::SpliceStep UpstreamRequest::splice_body(Stream& from, std::uint
   SpliceStep step;
   if (!conn_ || !conn_->connected() || failed_) return step;
   if (!request_splice_) {
+    if (left < kSpliceMinRemainder) {
+      step.fallback = true;
+      return step;
+    }
     request_splice_ = SplicePump::start(from, conn_->stream(), left);
     if (!request_splice_) {
       step.fallback = true;

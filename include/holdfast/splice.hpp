@@ -37,6 +37,11 @@ namespace holdfast {
 // False once splice has been refused on this worker thread.
 bool splice_available() noexcept;
 
+// A body switches to splice only while at least this much of it is left
+// (after the bytes read with the head went the buffered way): below it, the
+// pipe's extra syscalls cost more than the copy they save.
+inline constexpr std::uint64_t kSpliceMinRemainder = 32 * 1024;
+
 class SplicePump {
  public:
   enum class Status {
