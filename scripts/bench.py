@@ -7,7 +7,7 @@ start; every process runs in the foreground under a config written to a
 temporary directory and is stopped at the end.
 
 Measured per target, rounds alternated among targets (medians, min, max):
-  throughput     wrk -t1 -c50, 13-byte and 64 KiB responses
+  throughput     wrk -t1 -c50, 13-byte, 64 KiB and 1 MiB responses
   latency        p50/p99 at 50 connections and at 1 connection
   CPU            proxy utime+stime per 100k requests (/proc/PID/stat of the
                  proxy's process tree)
@@ -19,6 +19,11 @@ Measured per target, rounds alternated among targets (medians, min, max):
   failover       client-visible failures while one of two backends is
                  SIGKILLed and restarted every 5 s under load, and how many of
                  them the killed backend had in flight (scripts/benchfailover.py)
+  CPU split      user and kernel CPU per request, 13 B, 64 KiB and 1 MiB, and
+                 holdfast's instructions per request (scripts/benchcost.py)
+  reload         failed requests, client connections closed and upstream
+                 connections opened while each proxy is reloaded 20 times
+                 under load between two configs (scripts/benchreload.py)
 
 Runs whose CPU time was shared with other processes (a build, a test) are
 detected from /proc/stat and run again after the machine is quiet, within a
@@ -53,12 +58,16 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import benchcost  # noqa: E402
 import benchfailover  # noqa: E402
+import benchreload  # noqa: E402
 import racelib  # noqa: E402
 
 BUILD_LOCK = "/tmp/holdfast-build.lock"
 SMALL_BODY = b"hello, world\n"           # 13 bytes
 LARGE_SIZE = 64 * 1024
+HUGE_SIZE = 1024 * 1024
+BODY_SIZES = {"/small": len(SMALL_BODY), "/64k": LARGE_SIZE, "/1m": HUGE_SIZE}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TARGET_ORDER = ["holdfast", "nginx", "haproxy", "direct"]
@@ -169,19 +178,26 @@ def tree_pids(root):
     return out
 
 
-def cpu_seconds(root):
-    """CPU seconds of every process in the tree (each counts all its threads)."""
-    total = 0
+def cpu_user_kernel(root):
+    """(user, kernel) CPU seconds of every process in the tree (each counts all
+    its threads): an nginx master and its workers, HAProxy, holdfast."""
+    user = kernel = 0
     for pid in tree_pids(root):
         try:
             with open("/proc/%d/stat" % pid) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             # utime, stime, and cutime, cstime: the time of children it reaped
             # (an nginx worker that exited) so that totals never go backwards.
-            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+            user += int(fields[11]) + int(fields[13])
+            kernel += int(fields[12]) + int(fields[14])
         except (OSError, IndexError):
             pass
-    return total / CLK_TCK
+    return user / CLK_TCK, kernel / CLK_TCK
+
+
+def cpu_seconds(root):
+    """CPU seconds of every process in the tree (each counts all its threads)."""
+    return sum(cpu_user_kernel(root))
 
 
 def rss_bytes(root):
@@ -361,7 +377,9 @@ def backend_nginx(name, d, port):
         f.write(SMALL_BODY)
     with open(os.path.join(www, "64k"), "wb") as f:
         f.write(bytes((i * 7) & 0xFF for i in range(LARGE_SIZE)))
-    for fn in ("small", "64k"):
+    with open(os.path.join(www, "1m"), "wb") as f:
+        f.write(bytes((i * 13) & 0xFF for i in range(256)) * (HUGE_SIZE // 256))
+    for fn in ("small", "64k", "1m"):
         os.chmod(os.path.join(www, fn), 0o644)
     head, temps = nginx_common(d, 1)
     conf = head + """
@@ -676,6 +694,7 @@ def cpu_model():
 TESTS_FULL = [
     ("small_c50", "/small", 50),
     ("large_c50", "/64k", 50),
+    ("huge_c50", "/1m", 50),
     ("small_c1", "/small", 1),
     ("large_c1", "/64k", 1),
 ]
@@ -687,7 +706,7 @@ class Bench:
         self.quick = args.quick
         self.rounds = args.rounds or (3 if self.quick else 5)
         self.duration = args.duration or (3 if self.quick else 10)
-        self.tests = TESTS_FULL[:3] if self.quick else TESTS_FULL
+        self.tests = [t for t in TESTS_FULL if t[0] != "large_c1"] if self.quick else TESTS_FULL
         self.race_n = (20, 20) if self.quick else (60, 60)
         self.idle_conns = args.idle_conns or min(10000, haproxy_maxconn() // 1000 * 1000)
         self.workdir = tempfile.mkdtemp(prefix="holdfast-bench.")
@@ -772,8 +791,11 @@ class Bench:
             try:
                 s1, b1 = http_get(port, "/small")
                 s2, b2 = http_get(port, "/64k")
-                if s1 != 200 or b1 != SMALL_BODY or s2 != 200 or len(b2) != LARGE_SIZE:
-                    raise RuntimeError("status %d/%d, body %d/%d bytes" % (s1, s2, len(b1), len(b2)))
+                s3, b3 = http_get(port, "/1m")
+                if (s1 != 200 or b1 != SMALL_BODY or s2 != 200 or len(b2) != LARGE_SIZE or s3 != 200
+                        or len(b3) != HUGE_SIZE):
+                    raise RuntimeError("status %d/%d/%d, body %d/%d/%d bytes" %
+                                       (s1, s2, s3, len(b1), len(b2), len(b3)))
             except Exception as e:
                 self.note("%s not measured: a check request failed: %s" % (name, e))
                 proc = self.targets.pop(name)["proc"]
@@ -856,9 +878,9 @@ class Bench:
         run_wrk(self.workdir, t["port"], path, conns, 1)
         acc0 = self.backend_accepts()
         sys0, own0 = system_busy_seconds(), own_seconds()
-        cpu0 = cpu_seconds(proc.pid) if proc else None
+        cpu0 = cpu_user_kernel(proc.pid) if proc else None
         w = run_wrk(self.workdir, t["port"], path, conns, duration)
-        cpu1 = cpu_seconds(proc.pid) if proc else None
+        cpu1 = cpu_user_kernel(proc.pid) if proc else None
         sys1, own1 = system_busy_seconds(), own_seconds()
         acc1 = self.backend_accepts()
         # CPU used meanwhile by processes that are not part of the benchmark.
@@ -873,11 +895,18 @@ class Bench:
         w["upstream_accepts"] = upstream
         w["upstream_per_10k"] = upstream / w["requests"] * 1e4 if w["requests"] and upstream is not None else None
         if proc:
-            w["cpu_s"] = cpu1 - cpu0
-            w["cpu_per_100k"] = (cpu1 - cpu0) / w["requests"] * 1e5 if w["requests"] else None
+            user, kernel = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+            w["cpu_s"], w["cpu_user_s"], w["cpu_kernel_s"] = user + kernel, user, kernel
+            n = w["requests"]
+            w["cpu_per_100k"] = (user + kernel) / n * 1e5 if n else None
+            # Per request, in microseconds: user (the proxy's own code and libraries) and kernel
+            # (system calls, copies, TCP work done in the process's context).
+            w["cpu_us_per_req"] = (user + kernel) / n * 1e6 if n else None
+            w["user_us_per_req"] = user / n * 1e6 if n else None
+            w["kernel_us_per_req"] = kernel / n * 1e6 if n else None
             if not proc.alive():
                 self.note("%s exited during a %s run" % (name, test))
-        expected = LARGE_SIZE if path == "/64k" else len(SMALL_BODY)
+        expected = BODY_SIZES[path]
         w["bytes_per_response"] = w["bytes"] / w["requests"] if w["requests"] else None
         if w["requests"] and w["bytes_per_response"] < expected:
             self.note("%s %s: %.0f bytes per response on average, less than the %d-byte body" %
@@ -932,6 +961,9 @@ class Bench:
             "p50_us": summary([w["p50_us"] for w in rs]),
             "p99_us": summary([w["p99_us"] for w in rs]),
             "cpu_per_100k": summary([w.get("cpu_per_100k") for w in rs]),
+            "cpu_us_per_req": summary([w.get("cpu_us_per_req") for w in rs]),
+            "user_us_per_req": summary([w.get("user_us_per_req") for w in rs]),
+            "kernel_us_per_req": summary([w.get("kernel_us_per_req") for w in rs]),
             "upstream_per_10k": summary([w["upstream_per_10k"] for w in rs]),
             "errors": sum(w["errors"] for w in rs),
         }
@@ -1071,6 +1103,12 @@ http {
     def failover(self):
         self.results["failover"] = benchfailover.run(self, sys.modules[__name__])
 
+    def reload(self):
+        self.results["reload"] = benchreload.run(self, sys.modules[__name__])
+
+    def instructions(self):
+        self.results["instructions"] = benchcost.measure_instructions(self, sys.modules[__name__])
+
     def stop(self):
         for n, t in self.targets.items():
             if t["proc"]:
@@ -1100,7 +1138,7 @@ http {
         L.append("")
         L.append("Versions: " + ", ".join("%s `%s`" % (k, v) for k, v in meta["versions"].items() if v))
         L.append("")
-        L.append("Setup: two nginx backends (1 worker each) on loopback serving a 13-byte and a 65,536-byte file; "
+        L.append("Setup: two nginx backends (1 worker each) on loopback serving a 13-byte, a 65,536-byte and a 1 MiB file; "
                  "each proxy balances over both; `direct` is wrk against one backend (the ceiling). "
                  "wrk -t1; everything shares %d CPUs. Proxies as their documentation advises for upstream "
                  "keep-alive: nginx `upstream { server; server; keepalive 32; }`, `proxy_http_version 1.1`, "
@@ -1120,6 +1158,9 @@ http {
             self.markdown_tables(L, tp, names, ref)
         self.markdown_race(L)
         benchfailover.markdown(L, self.results.get("failover"))
+        benchreload.markdown(L, self.results.get("reload"))
+        if not names:
+            benchcost.markdown_instructions(L, self.results.get("instructions"))
         if self.notes:
             L.append("")
             L.append("## Notes")
@@ -1134,12 +1175,13 @@ http {
 
         L.append("## Throughput (requests/s, 50 connections)")
         L.append("")
-        L.append("| target | 13 B | vs nginx | 64 KiB | vs nginx | errors |")
-        L.append("|---|---:|---:|---:|---:|---:|")
+        L.append("| target | 13 B | vs nginx | 64 KiB | vs nginx | 1 MiB | vs nginx | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for n in names:
-            L.append("| %s | %s | %s | %s | %s | %d |" % (
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %d |" % (
                 n, fmt_summary(col(n, "small_c50", "rps")), fmt_ratio(col(n, "small_c50", "rps"), ref.get("small_c50", {}).get("rps")),
                 fmt_summary(col(n, "large_c50", "rps")), fmt_ratio(col(n, "large_c50", "rps"), ref.get("large_c50", {}).get("rps")),
+                fmt_summary(col(n, "huge_c50", "rps")), fmt_ratio(col(n, "huge_c50", "rps"), ref.get("huge_c50", {}).get("rps")),
                 sum(tp[n][t]["errors"] for t in tp[n])))
         L.append("")
         L.append("## Latency (ms, 13 B unless noted)")
@@ -1161,7 +1203,7 @@ http {
         L.append("CPU: proxy utime+stime (all its processes and threads) per 100k requests at 50 connections. "
                  "Upstream: connections the backends accepted per 10k requests (13 B, 50 connections; "
                  "for `direct` these are wrk's own). Idle: proxy RSS growth per idle keep-alive client "
-                 "connection, %s connections%s." % (
+                 "connection, %s connections (holdfast's aim: at most 400 B)%s." % (
                      fmt_num(self.idle_conns),
                      " (not 10,000: HAProxy needs two descriptors per `maxconn` and refuses to start above "
                      "the hard limit of %s open files here)" % fmt_num(hard_nofile()) if self.idle_conns < 10000 else ""))
@@ -1178,6 +1220,8 @@ http {
                 fmt_ratio(col(n, "large_c50", "cpu_per_100k"), ref.get("large_c50", {}).get("cpu_per_100k")),
                 fmt_summary(col(n, "small_c50", "upstream_per_10k"), 1),
                 fmt_num(im["bytes_per_conn"]) if im and im["bytes_per_conn"] is not None else "-"))
+        benchcost.markdown_cpu(L, tp, [n for n in names if n != "direct"], fmt_summary)
+        benchcost.markdown_instructions(L, self.results.get("instructions"))
 
     def markdown_race(self, L):
         race = self.results.get("race")
@@ -1290,7 +1334,8 @@ http {
                 self.results["meta"]["holdfast_max_idle"] = self.holdfast_setting("max_idle")
             log("targets: %s (work dir %s)" % (", ".join(self.targets), self.workdir))
             phases = [(self.throughput, self.args.skip_throughput), (self.idle_memory, self.args.skip_idle),
-                      (self.race, self.args.skip_race), (self.failover, self.args.skip_failover)]
+                      (self.race, self.args.skip_race), (self.failover, self.args.skip_failover),
+                      (self.reload, self.args.skip_reload), (self.instructions, self.args.skip_instructions)]
             for phase, skip in phases:
                 if skip:
                     continue
@@ -1349,8 +1394,8 @@ def main(argv=None):
         return idle_client_main(ap.parse_args(argv[1:]))
     ap = argparse.ArgumentParser(description="Benchmark holdfast against nginx, HAProxy and the backend direct.")
     ap.add_argument("--quick", action="store_true", help="3 rounds of 3 s, no 64 KiB 1-connection run, race of 20+20 requests, "
-                    "failover runs of 20 s (about 4 minutes); the default is 5 rounds of 10 s, a race of 60+60 "
-                    "and failover runs of 60 s (about 19 minutes)")
+                    "failover runs of 20 s, 6 reloads per proxy (about 6 minutes); the default is 5 rounds of "
+                    "10 s, a race of 60+60, failover runs of 60 s and 20 reloads (about 24 minutes)")
     ap.add_argument("--workers", type=int, default=1, help="worker processes/threads of every proxy")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"), help="output directory")
     ap.add_argument("--targets", default="holdfast,nginx,haproxy,direct", help="comma-separated subset to measure")
@@ -1362,6 +1407,10 @@ def main(argv=None):
     ap.add_argument("--skip-idle", action="store_true")
     ap.add_argument("--skip-race", action="store_true")
     ap.add_argument("--skip-failover", action="store_true")
+    ap.add_argument("--skip-reload", action="store_true",
+                    help="skip the live-reload row (20 reloads under load per proxy; 6 with --quick)")
+    ap.add_argument("--skip-instructions", action="store_true",
+                    help="skip holdfast's instructions per request (perf stat, else callgrind)")
     ap.add_argument("--wait-quiet", type=int, default=300,
                     help="seconds to wait at start for other processes to leave the CPUs (default 300)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep configs and logs of the run")

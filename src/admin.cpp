@@ -80,8 +80,10 @@ void Admin::answer(evhttp_request* req) {
     body = "method not allowed: the admin listener answers GET and HEAD\n";
     evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
   } else if (p == "/metrics" || p == "/status") {
-    Snapshot figures = server_.snapshot();
-    MetricsView view{figures, server_.layout(), draining, server_.live(), server_.worker_count(),
+    // The layout and the figures of one version: the slots it names were read.
+    auto version = server_.version();
+    Snapshot figures = server_.snapshot(version->layout.slots);
+    MetricsView view{figures, version->layout, draining, server_.live(), server_.worker_count(),
                      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()};
     if (p == "/metrics") {
       type = kPrometheusContentType;

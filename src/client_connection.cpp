@@ -239,7 +239,7 @@ void ClientConnection::reject(ProxyError error, const char* detail) {
   close_after_response_ = true;
   auto page = error_response(info.status, info.text, "Connection: close\r\n", request_head_);
   queue(page.data(), page.size());
-  worker_.finish_exchange({.peer = peer_, .method = {}, .target = {}, .status = info.status, .bytes_out = page.size(), .times = {}});
+  worker_.generation()->finish_exchange({.peer = peer_, .method = {}, .target = {}, .status = info.status, .bytes_out = page.size(), .times = {}});
   // What follows a refused request cannot be framed; the client may still be sending it.
   close_after_output(true);
 }

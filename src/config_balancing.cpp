@@ -1,166 +1,171 @@
 // The upstream keys that say how servers are chosen and when one is out:
-// balance, weights, retries, passive ejection, active checks, limits.
+// balance, retries, passive ejection, active checks, limits; their rows of the
+// schema and the rules between them.
 #include <algorithm>
-#include <sstream>
 
-#include "config_loader.hpp"
+#include "config_schema.hpp"
 
 namespace holdfast {
 
-const std::vector<const char*> kBalancingKeys{"balance",      "hash_key",      "retries",   "retry_timeout",
-                                              "max_fails",    "fail_timeout",  "fail_timeout_max",
-                                              "fail_on_5xx",  "health_check",  "max_conns", "queue"};
-
 namespace {
 
-bool boolean(const ConfigReader& r, const YAML::Node& n, const std::string& key) {
-  auto text = r.scalar(n, key);
-  if (text == "true") return true;
-  if (text == "false") return false;
-  r.fail(n, key, "'" + text + "' is not a boolean (expected true or false)");
-}
+using R = Reload;
 
-HashKey hash_key(const ConfigReader& r, const YAML::Node& n, const std::string& key) {
-  auto text = r.scalar(n, key);
-  HashKey k;
-  auto colon = text.find(':');
-  auto kind = text.substr(0, colon);
-  if (text == "client_ip") return k;
-  if (colon != std::string::npos && colon + 1 < text.size() && (kind == "header" || kind == "cookie")) {
-    k.kind = kind == "header" ? HashKey::Kind::header : HashKey::Kind::cookie;
-    k.name = text.substr(colon + 1);
-    return k;
+// `hash_key`: client_ip, header:NAME or cookie:NAME.
+struct HashKeyCodec {
+  std::string type() const { return "client_ip, header:NAME or cookie:NAME"; }
+  std::string bounds() const { return "only with balance: hash"; }
+  void read(const ConfigReader& r, const YAML::Node& n, const std::string& key, HashKey& k) const {
+    auto text = r.scalar(n, key);
+    auto colon = text.find(':');
+    auto kind = text.substr(0, colon);
+    if (text == "client_ip") {
+      k = HashKey{};
+      return;
+    }
+    if (colon != std::string::npos && colon + 1 < text.size() && (kind == "header" || kind == "cookie")) {
+      k.kind = kind == "header" ? HashKey::Kind::header : HashKey::Kind::cookie;
+      k.name = text.substr(colon + 1);
+      return;
+    }
+    r.fail(n, key, "'" + text + "' is not a hash key (expected client_ip, header:NAME or cookie:NAME)");
   }
-  r.fail(n, key, "'" + text + "' is not a hash key (expected client_ip, header:NAME or cookie:NAME)");
-}
+  std::optional<std::string> show(const HashKey& k) const {
+    return k.kind == HashKey::Kind::client_ip ? std::string("client_ip")
+           : k.kind == HashKey::Kind::header  ? "header:" + k.name
+                                               : "cookie:" + k.name;
+  }
+};
 
-// "200-399" or "200".
-void expect_range(const ConfigReader& r, const YAML::Node& n, const std::string& key, HealthCheckConfig& hc) {
-  auto text = r.scalar(n, key);
-  auto dash = text.find('-');
-  auto number = [&](const std::string& part, int& out) {
-    auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), out);
-    return ec == std::errc() && p == part.data() + part.size() && out >= 100 && out <= 599;
-  };
-  bool ok = dash == std::string::npos ? number(text, hc.expect_min) && number(text, hc.expect_max)
-                                      : number(text.substr(0, dash), hc.expect_min) &&
-                                            number(text.substr(dash + 1), hc.expect_max);
-  if (!ok || hc.expect_min > hc.expect_max)
-    r.fail(n, key, "'" + text + "' is not a status range (expected e.g. \"200-399\" or \"200\", within 100..599)");
-}
+// `retries`, remembering that the operator chose it (the default depends on the servers).
+struct RetriesCodec {
+  CountCodec count{0, 100};
+  std::string type() const { return count.type(); }
+  std::string bounds() const { return count.bounds(); }
+  void read(const ConfigReader& r, const YAML::Node& n, const std::string& key, BalancingConfig& b) const {
+    count.read(r, n, key, b.retries);
+    b.retries_origin = Origin::declared;
+  }
+  std::optional<std::string> show(const BalancingConfig& b) const { return count.show(b.retries); }
+};
 
-HealthCheckConfig health_check(const ConfigReader& r, const YAML::Node& n, const std::string& key, Millis connect) {
-  r.expect_map(n, key, {"path", "interval", "timeout", "rise", "fall", "expect", "host", "start"});
+// `expect`: "200-399" or "200".
+struct ExpectCodec {
+  std::string type() const { return "status or range (\"200-399\")"; }
+  std::string bounds() const { return "100..599"; }
+  void read(const ConfigReader& r, const YAML::Node& n, const std::string& key, HealthCheckConfig& hc) const {
+    auto text = r.scalar(n, key);
+    auto dash = text.find('-');
+    auto number = [&](const std::string& part, int& out) {
+      auto [p, ec] = std::from_chars(part.data(), part.data() + part.size(), out);
+      return ec == std::errc() && p == part.data() + part.size() && out >= 100 && out <= 599;
+    };
+    bool ok = dash == std::string::npos ? number(text, hc.expect_min) && number(text, hc.expect_max)
+                                        : number(text.substr(0, dash), hc.expect_min) &&
+                                              number(text.substr(dash + 1), hc.expect_max);
+    if (!ok || hc.expect_min > hc.expect_max)
+      r.fail(n, key, "'" + text + "' is not a status range (expected e.g. \"200-399\" or \"200\", within 100..599)");
+  }
+  std::optional<std::string> show(const HealthCheckConfig& hc) const {
+    return "\"" + std::to_string(hc.expect_min) + "-" + std::to_string(hc.expect_max) + "\"";
+  }
+};
+
+void read_health_check(const ConfigReader& r, const YAML::Node& n, const std::string& key, UpstreamConfig& u) {
   HealthCheckConfig hc;
-  hc.timeout = connect;
-  if (auto v = n["path"]) {
-    hc.path = r.scalar(v, key + ".path");
-    if (hc.path.empty() || hc.path[0] != '/') r.fail(v, key + ".path", "must start with '/'");
-  }
-  if (auto v = n["interval"]) hc.interval = r.positive(v, key + ".interval");
-  if (auto v = n["timeout"]) hc.timeout = r.positive(v, key + ".timeout");
-  else hc.timeout = std::min(hc.timeout, hc.interval);
+  read_keys(r, n, key, health_check_keys(), hc);
+  if (!n["timeout"]) hc.timeout = std::min(u.connect_timeout, hc.interval);
   if (hc.timeout > hc.interval)
     r.fail(n["timeout"] ? n["timeout"] : n, key + ".timeout",
            "must not exceed interval (" + format_duration(hc.interval) + "): a check must end before the next one");
-  if (auto v = n["rise"]) hc.rise = static_cast<unsigned>(r.count(v, key + ".rise", 1, 100));
-  if (auto v = n["fall"]) hc.fall = static_cast<unsigned>(r.count(v, key + ".fall", 1, 100));
-  if (auto v = n["expect"]) expect_range(r, v, key + ".expect", hc);
-  if (auto v = n["host"]) hc.host = r.scalar(v, key + ".host");
-  if (auto v = n["start"]) {
-    auto text = r.scalar(v, key + ".start");
-    if (text != "up" && text != "down") r.fail(v, key + ".start", "'" + text + "' is not a state (expected up or down)");
-    hc.start_down = text == "down";
-  }
-  return hc;
-}
-
-const char* policy_name(BalancePolicy p) {
-  switch (p) {
-    case BalancePolicy::round_robin: return "round_robin";
-    case BalancePolicy::least_conn: return "least_conn";
-    case BalancePolicy::random_two: return "random_two";
-    case BalancePolicy::hash: return "hash";
-  }
-  return "?";
+  u.balancing.health_check = hc;
 }
 
 }  // namespace
 
-void load_server_extras(const ConfigReader& r, const YAML::Node& s, const std::string& skey, UpstreamConfig& u) {
-  unsigned weight = 1;
-  if (s.IsMap())
-    if (auto w = s["weight"]) weight = static_cast<unsigned>(r.count(w, skey + ".weight", 1, 1000));
-  u.balancing.weights.push_back(weight);
+std::vector<Key<UpstreamConfig>> balancing_keys() {
+  using S = UpstreamConfig;
+  const DurationCodec duration{true};
+  const CountCodec max_conns{0, 1'000'000};
+  std::vector<Key<S>> k{
+      row<S>("balance",
+             WordsCodec<BalancePolicy>{{{"round_robin", BalancePolicy::round_robin}, {"least_conn", BalancePolicy::least_conn},
+                                        {"random_two", BalancePolicy::random_two}, {"hash", BalancePolicy::hash}},
+                                       "policy"},
+             HF_FIELD(balancing.policy), R::live, "How a server is chosen (see \"Failover, health and balancing\")."),
+      row<S>("hash_key", HashKeyCodec{}, HF_FIELD(balancing.hash_key), R::live, "What balance: hash hashes."),
+      row<S>("retries", RetriesCodec{}, HF_FIELD(balancing), R::live,
+             "Further attempts on other servers after a failure before the request was sent."),
+      row<S>("retry_timeout", duration, HF_FIELD(balancing.retry_timeout), R::live,
+             "No new attempt starts later than this after the request head."),
+      row<S>("max_fails", CountCodec{0, 1000}, HF_FIELD(balancing.max_fails), R::live,
+             "Consecutive failures that take a server out; 0: never."),
+      row<S>("fail_timeout", duration, HF_FIELD(balancing.fail_timeout), R::live,
+             "How long an ejected server stays out; doubles on each repeat."),
+      row<S>("fail_timeout_max", duration, HF_FIELD(balancing.fail_timeout_max), R::live,
+             "Cap of the doubling; at least fail_timeout."),
+      row<S>("fail_on_5xx", BoolCodec{}, HF_FIELD(balancing.fail_on_5xx), R::live, "A 5xx answer counts as a failure too."),
+      Key<S>{},
+      row<S>("max_conns", max_conns, HF_FIELD(balancing.max_conns), R::live,
+             "Active connections per server, all workers together; 0: no limit."),
+      row<S>("queue.size", max_conns, HF_FIELD(balancing.queue.size), R::live,
+             "Requests that may wait for a free connection when every server is at max_conns; 0: 503 at once."),
+      row<S>("queue.timeout", duration, HF_FIELD(balancing.queue.timeout), R::live,
+             "Longest wait in the queue (503 after it)."),
+  };
+  for (auto& key : k) {
+    if (key.name == "hash_key") key.applies = [](const S& u) { return u.balancing.policy == BalancePolicy::hash; };
+    if (key.name == "retries") key.default_text = "servers - 1, at least 1";
+    if (key.name.rfind("queue.", 0) == 0) key.applies = [](const S& u) { return u.balancing.max_conns > 0; };
+  }
+  auto& hc = k[8];
+  hc.name = "health_check";
+  hc.type = "mapping";
+  hc.help = "Active health checks of the group's servers: the upstreams.*.health_check.* keys below.";
+  hc.unset = "off";
+  hc.read = read_health_check;
+  hc.show = [](const S& u, int indent) -> std::optional<std::string> {
+    if (!u.balancing.health_check) return std::nullopt;
+    return "\n" + describe_keys(health_check_keys(), *u.balancing.health_check, indent);
+  };
+  return k;
 }
 
-void load_balancing(const ConfigReader& r, const YAML::Node& n, const std::string& key, UpstreamConfig& u) {
+// Rules between the balancing keys of one upstream, after its table was read.
+void check_balancing(const ConfigReader& r, const YAML::Node& n, const std::string& key, UpstreamConfig& u) {
   auto& b = u.balancing;
-  if (auto v = n["balance"]) {
-    auto text = r.scalar(v, key + ".balance");
-    if (text == "round_robin") b.policy = BalancePolicy::round_robin;
-    else if (text == "least_conn") b.policy = BalancePolicy::least_conn;
-    else if (text == "random_two") b.policy = BalancePolicy::random_two;
-    else if (text == "hash") b.policy = BalancePolicy::hash;
-    else r.fail(v, key + ".balance", "'" + text + "' is not a policy (expected round_robin, least_conn, random_two or hash)");
-  }
-  if (auto v = n["hash_key"]) {
-    if (b.policy != BalancePolicy::hash) r.fail(v, key + ".hash_key", "applies only with balance: hash");
-    b.hash_key = hash_key(r, v, key + ".hash_key");
-  }
+  if (n["hash_key"] && b.policy != BalancePolicy::hash) r.fail(n["hash_key"], key + ".hash_key", "applies only with balance: hash");
   const unsigned servers = static_cast<unsigned>(u.servers.size());
-  b.retries = servers > 1 ? servers - 1 : 1;
-  if (auto v = n["retries"]) {
-    b.retries = static_cast<unsigned>(r.count(v, key + ".retries", 0, 100));
-    b.retries_origin = Origin::declared;
-  }
-  if (auto v = n["retry_timeout"]) b.retry_timeout = r.positive(v, key + ".retry_timeout");
-  if (auto v = n["max_fails"]) b.max_fails = static_cast<unsigned>(r.count(v, key + ".max_fails", 0, 1000));
-  if (auto v = n["fail_timeout"]) b.fail_timeout = r.positive(v, key + ".fail_timeout");
-  if (auto v = n["fail_timeout_max"]) b.fail_timeout_max = r.positive(v, key + ".fail_timeout_max");
-  else if (b.fail_timeout_max < b.fail_timeout) b.fail_timeout_max = b.fail_timeout;
+  if (b.retries_origin != Origin::declared) b.retries = servers > 1 ? servers - 1 : 1;
+  if (!n["fail_timeout_max"] && b.fail_timeout_max < b.fail_timeout) b.fail_timeout_max = b.fail_timeout;
   if (b.fail_timeout_max < b.fail_timeout)
     r.fail(n["fail_timeout_max"], key + ".fail_timeout_max",
            "must be >= fail_timeout (" + format_duration(b.fail_timeout) + "): it caps the doubling");
-  if (auto v = n["fail_on_5xx"]) b.fail_on_5xx = boolean(r, v, key + ".fail_on_5xx");
-  if (auto v = n["health_check"]) b.health_check = health_check(r, v, key + ".health_check", u.connect_timeout);
-  if (auto v = n["max_conns"]) b.max_conns = static_cast<std::uint32_t>(r.count(v, key + ".max_conns", 0, 1'000'000));
-  if (auto v = n["queue"]) {
-    r.expect_map(v, key + ".queue", {"size", "timeout"});
-    if (auto s = v["size"]) b.queue.size = static_cast<std::uint32_t>(r.count(s, key + ".queue.size", 0, 1'000'000));
-    if (auto t = v["timeout"]) b.queue.timeout = r.positive(t, key + ".queue.timeout");
-    if (b.max_conns == 0) r.fail(v, key + ".queue", "applies only with max_conns (requests wait for a free connection)");
-  }
+  if (n["queue"] && b.max_conns == 0)
+    r.fail(n["queue"], key + ".queue", "applies only with max_conns (requests wait for a free connection)");
 }
 
-std::string describe_balancing(const UpstreamConfig& u) {
-  const auto& b = u.balancing;
-  std::ostringstream o;
-  o << "    balance: " << policy_name(b.policy) << "\n";
-  if (b.policy == BalancePolicy::hash) {
-    o << "    hash_key: "
-      << (b.hash_key.kind == HashKey::Kind::client_ip ? std::string("client_ip")
-          : b.hash_key.kind == HashKey::Kind::header  ? "header:" + b.hash_key.name
-                                                       : "cookie:" + b.hash_key.name)
-      << "\n";
-  }
-  o << "    retries: " << b.retries << (b.retries_origin == Origin::declared ? "" : "   # servers - 1, at least 1")
-    << "\n    retry_timeout: " << format_duration(b.retry_timeout) << "\n";
-  o << "    max_fails: " << b.max_fails << (b.max_fails == 0 ? "   # passive ejection off" : "") << "\n"
-    << "    fail_timeout: " << format_duration(b.fail_timeout) << "\n"
-    << "    fail_timeout_max: " << format_duration(b.fail_timeout_max) << "\n"
-    << "    fail_on_5xx: " << (b.fail_on_5xx ? "true" : "false") << "\n";
-  if (const auto& hc = b.health_check) {
-    o << "    health_check: {path: " << hc->path << ", interval: " << format_duration(hc->interval)
-      << ", timeout: " << format_duration(hc->timeout) << ", rise: " << hc->rise << ", fall: " << hc->fall
-      << ", expect: \"" << hc->expect_min << "-" << hc->expect_max << "\""
-      << (hc->host.empty() ? "" : ", host: " + hc->host) << ", start: " << (hc->start_down ? "down" : "up") << "}\n";
-  } else {
-    o << "    health_check: off\n";
-  }
-  o << "    max_conns: " << b.max_conns << (b.max_conns == 0 ? "   # no limit" : "") << "\n";
-  if (b.max_conns) o << "    queue: {size: " << b.queue.size << ", timeout: " << format_duration(b.queue.timeout) << "}\n";
-  return o.str();
+const std::vector<Key<HealthCheckConfig>>& health_check_keys() {
+  using S = HealthCheckConfig;
+  static const std::vector<Key<S>> keys = [] {
+    const DurationCodec duration{true};
+    std::vector<Key<S>> k{
+        row<S>("path", StringCodec{[](const std::string& t) { return std::string(!t.empty() && t[0] == '/' ? "" : "must start with '/'"); }},
+               HF_FIELD(path), R::live, "Path requested by each check (GET)."),
+        row<S>("interval", duration, HF_FIELD(interval), R::live, "Time between two checks of a server."),
+        row<S>("timeout", duration, HF_FIELD(timeout), R::live, "A check fails when not answered within this; at most interval."),
+        row<S>("rise", CountCodec{1, 100}, HF_FIELD(rise), R::live, "Consecutive passes that bring a down server up."),
+        row<S>("fall", CountCodec{1, 100}, HF_FIELD(fall), R::live, "Consecutive failures that take an up server down."),
+        row<S>("expect", ExpectCodec{}, [](auto& s) -> auto& { return s; }, R::live, "Statuses that pass."),
+        row<S>("host", StringCodec{}, HF_FIELD(host), R::live, "Host field of the check."),
+        row<S>("start", WordsCodec<bool>{{{"up", false}, {"down", true}}, "state"}, HF_FIELD(start_down), R::live,
+               "State of the servers until their first checks: down waits for rise passes."),
+    };
+    k[2].default_text = "min(connect_timeout, interval)";
+    k[6].unset = "the server's address";
+    return k;
+  }();
+  return keys;
 }
 
 }  // namespace holdfast

@@ -1,5 +1,5 @@
 // The primitives of the YAML reader shared by the config module's files
-// (config.cpp, config_balancing.cpp): every one fails with ConfigError
+// (config*.cpp, through config_schema.hpp): every one fails with ConfigError
 // "FILE:LINE: KEY: rule". Private to the config module: only its .cpp files
 // include this header, so yaml-cpp stays out of every other unit.
 #pragma once
@@ -124,16 +124,5 @@ class ConfigReader {
  protected:
   std::string source_;
 };
-
-// Balancing, failover, passive and active health, limits: the keys of an
-// upstream beyond its connections (config_balancing.cpp). `n` is the
-// upstream's mapping, `key` its "upstreams.NAME"; servers are already read.
-void load_balancing(const ConfigReader& r, const YAML::Node& n, const std::string& key, UpstreamConfig& u);
-// Keys load_balancing() reads from an upstream's own mapping.
-extern const std::vector<const char*> kBalancingKeys;
-// A server entry's keys besides `address` (weight).
-void load_server_extras(const ConfigReader& r, const YAML::Node& s, const std::string& skey, UpstreamConfig& u);
-// The effective balancing settings of `u`, as YAML lines indented for an upstream.
-std::string describe_balancing(const UpstreamConfig& u);
 
 }  // namespace holdfast

@@ -17,7 +17,8 @@ Exchange::Exchange(ClientConnection& client, DownstreamSink& sink, MessageHead&&
     : client_(client),
       sink_(sink),
       worker_(client.worker()),
-      pool_(client.worker().pool(group)),
+      generation_(client.worker().generation()),
+      pool_(generation_->pool(group)),
       head_(std::move(request)),
       group_(group),
       started_(std::chrono::steady_clock::now()),
@@ -50,9 +51,9 @@ void Exchange::start() {
     request_.remaining = head_.content_length;
     client_.parser().reset();  // the body, if any, is moved without the parser
   }
-  upstream_.set_head(encode_request_head(head_, ForwardInfo{client_.peer_ip(), pool_.address(0).text,
+  upstream_.set_head(encode_request_head(head_, ForwardInfo{client_.peer_ip(), pool_.address(0).authority,
                                                            upgrade_ ? std::string_view(*upgrade_) : "",
-                                                           worker_.config().via.upstream}));
+                                                           generation_->config().via.upstream}));
   if (request_.mode == BodyMode::none || (request_.mode == BodyMode::length && request_.remaining == 0)) {
     // No body: the request is complete before it is sent, so the upstream
     // timers are armed once, at attach.
@@ -82,7 +83,7 @@ bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh, st
       pool_.queue().notify();
       return false;
     }
-    auto pick = worker_.pick_server(group_, head_, client_.peer_ip(), avoid, pass == 0 ? prefer : std::nullopt);
+    auto pick = generation_->pick_server(group_, head_, client_.peer_ip(), avoid, pass == 0 ? prefer : std::nullopt);
     if (!pick.server) {
       // Waiting is for the first attempt only: a failover that finds every
       // other server full answers at once (the phase has moved on).
@@ -113,7 +114,7 @@ bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh, st
     }
     move_to(Phase::connecting);
     auto error = err == ECONNREFUSED ? ProxyError::connect_refused : ProxyError::connect_failed;
-    worker_.note_server_failure(group_, server_, error, false);
+    generation_->note_server_failure(group_, server_, error, false);
     if (pass + 1 == passes || !may_fail_over()) {
       fail(error, strerror(err));
       return false;
@@ -164,7 +165,7 @@ bool Exchange::may_fail_over() {
   const auto& b = pool_.config().balancing;
   if (failovers_ >= b.retries || std::chrono::steady_clock::now() - started_ >= b.retry_timeout) return false;
   // Failing over means another server: the same one again would only repeat the failure.
-  if (!worker_.has_alternative(group_, server_)) return false;
+  if (!generation_->has_alternative(group_, server_)) return false;
   ++failovers_;
   worker_.stats().add(pool_.slot(server_), Counter::failovers);
   return true;
@@ -220,12 +221,6 @@ void Exchange::on_upstream_connected() {
   if (phase_ == Phase::connecting) move_to(request_.done ? Phase::awaiting_head : Phase::sending);
 }
 
-void Exchange::on_request_drained() { client_.resume_reading(); }
-
-void Exchange::on_client_drained() {
-  if (phase_ == Phase::streaming) upstream_.resume_response();
-}
-
 bool Exchange::response_congested() { return sink_.congested(); }
 
 void Exchange::on_interim_response(const MessageHead& h) {
@@ -244,7 +239,7 @@ void Exchange::on_switching_protocols(const MessageHead& h) {
   response_.started = true;
   TunnelOrigin origin{head_.method, head_.target, static_cast<int>(head_.version_major),
                       static_cast<int>(head_.version_minor), group_, server_, upstream_.reused(), request_.bytes, 0,
-                      started_};
+                      started_, generation_};
   auto conn = upstream_.take_connection();
   finish({101, false, false});
   sink_.start_tunnel(h, std::move(conn), std::move(origin), pool_.config().tunnel_timeout);
@@ -277,7 +272,7 @@ void Exchange::on_response_end(const HeaderList& trailers) {
 }
 
 void Exchange::on_upstream_error(ProxyError error, const char* detail, RetryClass retry) {
-  worker_.note_server_failure(group_, server_, error, upstream_.reused());
+  generation_->note_server_failure(group_, server_, error, upstream_.reused());
   if (try_retry(error, retry)) return;
   fail(error, detail);
 }
@@ -390,7 +385,7 @@ void Exchange::write_access_log(int status) {
   times.connect = upstream_.connect_seconds();
   if (upstream_.first_byte_at() != Clock::time_point{})
     times.first_byte = std::chrono::duration<double>(upstream_.first_byte_at() - started_).count();
-  worker_.finish_exchange({client_.peer(), head_.method, head_.target, static_cast<int>(head_.version_major),
+  generation_->finish_exchange({client_.peer(), head_.method, head_.target, static_cast<int>(head_.version_major),
                            static_cast<int>(head_.version_minor), status, request_.bytes, sink_.response_bytes(),
                            group_, server_chosen_, server_, upstream_.reused(), retried_, times,
                            seconds_since(started_)});

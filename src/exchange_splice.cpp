@@ -9,6 +9,13 @@
 
 namespace holdfast {
 
+// Backpressure ends: the paused side goes on, buffered or by splice.
+void Exchange::on_request_drained() { client_.resume_reading(); }
+
+void Exchange::on_client_drained() {
+  if (phase_ == Phase::streaming) upstream_.resume_response();
+}
+
 Stream* Exchange::response_splice_target(std::optional<std::uint64_t> length) {
   const std::uint64_t min = worker_.config().splice_min_body;
   // An answer that comes while the request body is still being read shares

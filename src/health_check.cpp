@@ -65,13 +65,14 @@ int connect_to(const ServerAddress& a, HealthClock::time_point deadline, std::st
 
 HealthChecker::HealthChecker(const Config& config, const std::vector<std::vector<ServerAddress>>& servers,
                              const MetricsLayout& layout, HealthTable& table)
-    : table_(table), stats_(layout.slots) {
+    : table_(table), stats_(kMaxSlots) {
   for (std::size_t g = 0; g < config.upstreams.size(); ++g) {
     const auto& u = config.upstreams[g];
     if (!u.balancing.health_check) continue;
     for (std::size_t i = 0; i < u.servers.size(); ++i) {
-      Target t{&u, &*u.balancing.health_check, &servers[g][i], layout.upstreams[g].first_slot + i};
-      t.up = !u.balancing.health_check->start_down;
+      Target t{&u, &*u.balancing.health_check, &servers[g][i], layout.upstreams[g].slots[i]};
+      // A server kept across a reload keeps the verdict its checks reached.
+      t.up = !table.checked_down(t.slot);
       targets_.push_back(t);
     }
   }

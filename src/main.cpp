@@ -13,16 +13,19 @@
 namespace {
 
 const char* kUsage =
-    "usage: holdfast [-c FILE] [--check] [--version] [--help]\n"
+    "usage: holdfast [-c FILE] [--check] [--config-reference] [--version] [--help]\n"
     "\n"
     "  -c, --config FILE   configuration file (default /etc/holdfast/holdfast.yaml)\n"
     "  --check             validate FILE, print the effective configuration and the\n"
     "                      keep-alive timeout chain, and exit (0 valid, 1 invalid)\n"
+    "  --config-reference  print every configuration key (type, default, bounds,\n"
+    "                      reload class, help) as Markdown, and exit\n"
     "  --version           print the version and exit\n"
     "  -h, --help          print this help and exit\n"
     "\n"
     "SIGTERM or SIGINT: stop accepting, let in-flight exchanges finish (up to\n"
-    "drain_timeout), close idle connections, exit 0.\n";
+    "drain_timeout), close idle connections, exit 0.\n"
+    "SIGHUP: reload the configuration file; an invalid one changes nothing.\n";
 
 }  // namespace
 
@@ -39,6 +42,9 @@ int main(int argc, char** argv) {
       path = argv[++i];
     } else if (a == "--check" || a == "-t") {
       check = true;
+    } else if (a == "--config-reference") {
+      std::fputs(holdfast::config_reference().c_str(), stdout);
+      return 0;
     } else if (a == "--version") {
       std::printf("holdfast %s\n", HOLDFAST_VERSION);
       return 0;
@@ -69,6 +75,7 @@ int main(int argc, char** argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -81,8 +88,8 @@ int main(int argc, char** argv) {
   }
   server->start();
 
-  int sig = 0;
-  sigwait(&set, &sig);
+  // SIGHUP and config changes reload here, until SIGTERM or SIGINT.
+  int sig = server->run(set);
   // Draining first, then the log line: /ready must turn 503 at once.
   server->request_drain();
   spdlog::info("received {}, draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");

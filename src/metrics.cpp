@@ -43,7 +43,7 @@ std::vector<SlotLabels> slot_labels(const MetricsLayout& layout) {
   std::vector<SlotLabels> out(layout.slots);
   for (const auto& u : layout.upstreams)
     for (std::size_t i = 0; i < u.servers.size(); ++i) {
-      auto& l = out[u.first_slot + i].prometheus;
+      auto& l = out[u.slots[i]].prometheus;
       l = "upstream=\"";
       append_escaped(l, u.name);
       l += "\",server=\"";
@@ -73,14 +73,16 @@ void append_sample(std::string& out, std::string_view name, std::string_view slo
   out += '\n';
 }
 
-// Slots a figure of `scope` lives in: slot 0, or every server slot.
+// Slots a figure of `scope` lives in: slot 0, or the slot of every server
+// of the current version (a removed server's slot is no longer shown).
 template <typename F>
 void for_each_slot(Scope scope, const MetricsLayout& layout, F&& f) {
   if (scope == Scope::worker) {
     f(std::size_t{0});
     return;
   }
-  for (std::size_t s = 1; s < layout.slots; ++s) f(s);
+  for (const auto& u : layout.upstreams)
+    for (auto s : u.slots) f(s);
 }
 
 }  // namespace
@@ -190,7 +192,7 @@ std::string render_status_json(const MetricsView& v) {
     append_escaped(out, up.name);
     out += "\",\"servers\":[";
     for (std::size_t i = 0; i < up.servers.size(); ++i) {
-      std::size_t s = up.first_slot + i;
+      std::size_t s = up.slots[i];
       bool used = f.get(s, Counter::upstream_connects) + f.get(s, Gauge::connect_failing) > 0;
       // Down (ejected or failing its checks) outranks everything: it gets no traffic.
       const char* state = f.get(s, Gauge::server_up) == 0     ? "down"

@@ -1,100 +1,116 @@
 #include "holdfast/server.hpp"
 
-#include <netdb.h>
 #include <spdlog/spdlog.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
+
+#include <set>
 
 #include "holdfast/listener.hpp"
 #include "holdfast/log.hpp"
 
 namespace holdfast {
 
-namespace {
-ServerAddress resolve(const Endpoint& ep, const std::string& key) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  auto service = std::to_string(ep.port);
-  int rc = getaddrinfo(ep.host.c_str(), service.c_str(), &hints, &res);
-  if (rc != 0 || !res) throw ConfigError(key + ": cannot resolve '" + ep.text + "': " + gai_strerror(rc));
-  ServerAddress a;
-  memcpy(&a.addr, res->ai_addr, res->ai_addrlen);
-  a.len = static_cast<socklen_t>(res->ai_addrlen);
-  a.text = ep.text;
-  freeaddrinfo(res);
-  return a;
-}
-}  // namespace
-
 Server::Server(Config config) {
   auto access = setup_logging(config.log);
-  std::vector<std::vector<ServerAddress>> servers;
-  for (const auto& u : config.upstreams) {
-    std::vector<ServerAddress> list;
-    for (const auto& s : u.servers) list.push_back(resolve(s, config.source + ": upstreams." + u.name));
-    servers.push_back(std::move(list));
-  }
-  Router router(config.routes);
-  MetricsLayout layout = metrics_layout(config);
-  auto health = std::make_unique<HealthTable>(layout.slots);
-  for (std::size_t g = 0; g < config.upstreams.size(); ++g) {
-    const auto& hc = config.upstreams[g].balancing.health_check;
+  NameTable names;
+  std::string error;
+  if (!resolve_names(config, names, error)) throw ConfigError(config.source + ": upstreams: cannot resolve " + error);
+  auto version = build_version(1, std::move(config), names, slots_);
+  shared_ = std::make_unique<SharedState>(SharedState{std::make_unique<HealthTable>(kMaxSlots), std::move(access)});
+  for (std::size_t g = 0; g < version->config.upstreams.size(); ++g) {
+    const auto& hc = version->config.upstreams[g].balancing.health_check;
     if (hc && hc->start_down)
-      for (std::size_t i = 0; i < config.upstreams[g].servers.size(); ++i)
-        health->set_checked_down(layout.upstreams[g].first_slot + i, true);
+      for (auto slot : version->layout.upstreams[g].slots) shared_->health->set_checked_down(slot, true);
   }
-  shared_ = std::make_unique<SharedState>(SharedState{std::move(config), std::move(router), std::move(servers), access,
-                                                      std::move(layout), std::move(health)});
+  const auto& cfg = version->config;
 
   // The kernel caps the backlog without a word; say so once, here.
-  const int backlog = shared_->config.listen_backlog;
-  if (auto cap = kernel_somaxconn(); cap && *cap < backlog)
-    spdlog::warn("listen_backlog {} is above net.core.somaxconn ({}): the kernel uses {}", backlog, *cap, *cap);
+  if (auto cap = kernel_somaxconn(); cap && *cap < cfg.listen_backlog)
+    spdlog::warn("listen_backlog {} is above net.core.somaxconn ({}): the kernel uses {}", cfg.listen_backlog, *cap,
+                 *cap);
 
-  // Listening sockets: worker 0 binds first (port 0 becomes a real port),
-  // the others bind the same port with SO_REUSEPORT.
-  std::vector<std::vector<int>> fds(shared_->config.workers);
-  for (const auto& ep : shared_->config.listen) {
-    std::uint16_t port = ep.port;
-    for (unsigned w = 0; w < shared_->config.workers; ++w) {
-      std::string error;
-      int fd = open_listen_socket(ep.host, port, backlog, error);
-      if (fd < 0) {
-        for (auto& list : fds)
-          for (int f : list) ::close(f);
-        throw ConfigError(shared_->config.source + ": listen: " + error);
-      }
-      if (w == 0) {
-        auto actual = local_address(fd);
-        listening_.push_back(actual);
-        port = static_cast<std::uint16_t>(std::stoi(actual.substr(actual.rfind(':') + 1)));
-      }
-      fds[w].push_back(fd);
+  std::vector<std::vector<ListenSocket>> sockets(cfg.workers);
+  auto close_all = [&] {
+    for (auto& list : sockets)
+      for (auto& l : list) ::close(l.fd);
+  };
+  for (const auto& ep : cfg.listen) {
+    if (listeners_.count(ep.text)) continue;
+    std::vector<int> fds;
+    std::string actual;
+    if (!open_listener(ep, cfg.workers, cfg.listen_backlog, fds, actual, error)) {
+      close_all();
+      throw ConfigError(cfg.source + ": listen: " + error);
     }
+    listeners_[ep.text] = actual;
+    listening_.push_back(actual);
+    for (unsigned w = 0; w < cfg.workers; ++w) sockets[w].push_back({ep.text, fds[w]});
   }
-  if (const auto& ep = shared_->config.admin.listen) {
-    std::string error;
+  if (const auto& ep = cfg.admin.listen) {
     int fd = open_listen_socket(ep->host, ep->port, 128, error);
     if (fd < 0) {
-      for (auto& list : fds)
-        for (int f : list) ::close(f);
-      throw ConfigError(shared_->config.source + ": admin.listen: " + error);
+      close_all();
+      throw ConfigError(cfg.source + ": admin.listen: " + error);
     }
     admin_address_ = local_address(fd);
     admin_ = std::make_unique<Admin>(*this, fd);
   }
-  for (unsigned w = 0; w < shared_->config.workers; ++w)
-    workers_.push_back(std::make_unique<Worker>(*shared_, w, std::move(fds[w])));
-  checker_ = std::make_unique<HealthChecker>(shared_->config, shared_->servers, shared_->layout, *shared_->health);
+  version_ = version;
+  for (unsigned w = 0; w < cfg.workers; ++w)
+    workers_.push_back(std::make_unique<Worker>(*shared_, w, version, std::move(sockets[w])));
+  restart_checker(version);
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  dns_ = std::make_unique<DnsWatcher>(
+      [this](const std::string& name, const std::vector<std::string>& addresses) { on_dns_answer(name, addresses); });
+  dns_->watch(version->declared, version->names);
 }
 
 Server::~Server() {
+  if (dns_) dns_->stop();
   request_drain();
   wait();
   if (admin_) admin_->stop();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+bool Server::open_listener(const Endpoint& ep, unsigned workers, int backlog, std::vector<int>& fds,
+                           std::string& actual, std::string& error) {
+  // Worker 0 binds first (port 0 becomes a real port), the others bind the
+  // same port with SO_REUSEPORT.
+  std::uint16_t port = ep.port;
+  for (unsigned w = 0; w < workers; ++w) {
+    int fd = open_listen_socket(ep.host, port, backlog, error);
+    if (fd < 0) {
+      for (int f : fds) ::close(f);
+      fds.clear();
+      return false;
+    }
+    if (w == 0) {
+      actual = local_address(fd);
+      port = static_cast<std::uint16_t>(std::stoi(actual.substr(actual.rfind(':') + 1)));
+    }
+    fds.push_back(fd);
+  }
+  return true;
+}
+
+void Server::restart_checker(std::shared_ptr<const ConfigVersion> v) {
+  auto next = std::make_unique<HealthChecker>(v->config, v->servers, v->layout, *shared_->health);
+  std::unique_ptr<HealthChecker> old;
+  {
+    std::lock_guard<std::mutex> lock(checker_mutex_);
+    if (checker_) {
+      old = std::move(checker_);
+      checker_retired_ += old->stats().read();
+    }
+    checker_ = std::move(next);
+  }
+  if (old) old->stop();
+  old.reset();  // reads checker_version_: gone before it changes
+  checker_version_ = std::move(v);
+  if (started_ && !draining()) checker_->start();
 }
 
 void Server::start() {
@@ -105,14 +121,19 @@ void Server::start() {
     spdlog::info("admin listener on {}", admin_address_);
   }
   for (auto& w : workers_) w->start();
+  started_ = true;
   checker_->start();
+  dns_->start();
   for (std::size_t i = 0; i < listening_.size(); ++i)
     spdlog::info("listening on {} ({} worker{})", listening_[i], workers_.size(), workers_.size() == 1 ? "" : "s");
 }
 
 void Server::request_drain() {
   draining_.store(true, std::memory_order_relaxed);
-  if (checker_) checker_->stop();
+  {
+    std::lock_guard<std::mutex> lock(checker_mutex_);
+    if (checker_) checker_->stop();
+  }
   for (auto& w : workers_) w->request_drain();
 }
 
@@ -120,13 +141,142 @@ void Server::wait() {
   for (auto& w : workers_) w->join();
 }
 
-Snapshot Server::snapshot() const {
-  Snapshot total(shared_->layout.slots);
-  for (const auto& w : workers_) total += w->stats().read();
-  total += checker_->stats().read();
+void Server::count(Counter c) { control_stats_.add(c); }
+
+bool Server::reload(const std::string& cause) {
+  const auto running = version();
+  Config next;
+  try {
+    next = load_config(running->declared.source);
+  } catch (const ConfigError& e) {
+    spdlog::error("reload failed ({}): {}; still running version {}", cause, e.what(), running->id);
+    count(Counter::reloads_failed);
+    return false;
+  }
+  auto restart = restart_required(running->declared, next);
+  if (!restart.empty()) {
+    for (const auto& r : restart) spdlog::error("reload failed ({}): {}: {}", cause, next.source, r);
+    spdlog::error("reload failed ({}): still running version {}", cause, running->id);
+    count(Counter::reloads_failed);
+    return false;
+  }
+  NameTable names;
+  std::string error;
+  if (!resolve_names(next, names, error)) {
+    spdlog::error("reload failed ({}): {}: upstreams: cannot resolve {}; still running version {}", cause,
+                  next.source, error, running->id);
+    count(Counter::reloads_failed);
+    return false;
+  }
+  return apply(std::move(next), names, cause);
+}
+
+bool Server::apply(Config declared, const NameTable& names, const std::string& cause) {
+  const auto running = version();
+  const std::size_t known_slots = slots_.used();
+  std::shared_ptr<const ConfigVersion> v;
+  try {
+    v = build_version(next_version_, std::move(declared), names, slots_);
+  } catch (const ConfigError& e) {
+    spdlog::error("reload failed ({}): {}; still running version {}", cause, e.what(), running->id);
+    count(Counter::reloads_failed);
+    return false;
+  }
+  const auto& cfg = v->config;
+  // Listeners: the same address as written keeps its sockets; new ones are
+  // bound here, and a bind failure rejects the whole version.
+  std::set<std::string> wanted;
+  std::vector<std::vector<ListenSocket>> add(workers_.size());
+  std::vector<std::pair<std::string, std::string>> bound;
+  for (const auto& ep : cfg.listen) {
+    wanted.insert(ep.text);
+    if (listeners_.count(ep.text) || std::any_of(bound.begin(), bound.end(), [&](auto& b) { return b.first == ep.text; }))
+      continue;
+    std::vector<int> fds;
+    std::string actual, error;
+    if (!open_listener(ep, worker_count(), cfg.listen_backlog, fds, actual, error)) {
+      for (auto& list : add)
+        for (auto& l : list) ::close(l.fd);
+      spdlog::error("reload failed ({}): {}: listen: {}; still running version {}", cause, cfg.source, error,
+                    running->id);
+      count(Counter::reloads_failed);
+      return false;
+    }
+    bound.emplace_back(ep.text, actual);
+    for (std::size_t w = 0; w < workers_.size(); ++w) add[w].push_back({ep.text, fds[w]});
+  }
+  std::vector<std::string> removed;
+  for (const auto& [key, actual] : listeners_)
+    if (!wanted.count(key)) removed.push_back(key);
+
+  // Servers never seen before start down when their checks say so.
+  for (std::size_t g = 0; g < cfg.upstreams.size(); ++g) {
+    const auto& hc = cfg.upstreams[g].balancing.health_check;
+    if (hc && hc->start_down)
+      for (auto slot : v->layout.upstreams[g].slots)
+        if (!slots_.known(slot, known_slots)) shared_->health->set_checked_down(slot, true);
+  }
+  ++next_version_;
+  std::atomic_store(&version_, v);
+  for (std::size_t w = 0; w < workers_.size(); ++w) workers_[w]->post_update({v, std::move(add[w]), removed});
+  for (const auto& key : removed) {
+    spdlog::info("reload: no longer listening on {}", listeners_[key]);
+    listeners_.erase(key);
+  }
+  for (const auto& [key, actual] : bound) {
+    listeners_[key] = actual;
+    spdlog::info("listening on {} ({} worker{})", actual, workers_.size(), workers_.size() == 1 ? "" : "s");
+  }
+  spdlog::set_level(spdlog::level::from_str(cfg.log.level));
+  restart_checker(v);
+  dns_->watch(v->declared, v->names);
+  count(Counter::reloads_ok);
+  spdlog::info("reload: version {} active ({})", v->id, cause);
+  return true;
+}
+
+void Server::on_dns_answer(const std::string& name, const std::vector<std::string>& addresses) {
+  {
+    std::lock_guard<std::mutex> lock(dns_mutex_);
+    dns_pending_[name] = addresses;
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void Server::apply_dns_answers() {
+  NameTable pending;
+  {
+    std::lock_guard<std::mutex> lock(dns_mutex_);
+    pending.swap(dns_pending_);
+  }
+  const auto running = version();
+  NameTable names = running->names;
+  std::string what;
+  for (auto& [name, addresses] : pending) {
+    auto it = names.find(name);
+    if (it == names.end() || it->second == addresses) continue;  // no longer used, or no change
+    std::string list;
+    for (const auto& a : addresses) list += (list.empty() ? "" : " ") + a;
+    what += (what.empty() ? "" : "; ") + name + " -> " + list;
+    it->second = addresses;
+  }
+  if (what.empty()) return;
+  apply(running->declared, names, "DNS: " + what);
+}
+
+Snapshot Server::snapshot(std::size_t slots) const {
+  Snapshot total(slots);
+  for (const auto& w : workers_) total += w->stats().read(slots);
+  total += control_stats_.read();
+  {
+    std::lock_guard<std::mutex> lock(checker_mutex_);
+    if (checker_) total += checker_->stats().read(slots);
+    total += checker_retired_;
+  }
   // Up or down is the shared table's, not any worker's.
   const auto now = HealthClock::now();
-  for (std::size_t slot = 1; slot < shared_->layout.slots; ++slot)
+  for (std::size_t slot = 1; slot < slots; ++slot)
     total.gauges[slot * kGauges + static_cast<std::size_t>(Gauge::server_up)] = shared_->health->available(slot, now);
   return total;
 }

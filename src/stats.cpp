@@ -37,9 +37,14 @@ std::uint64_t Snapshot::total(Counter c) const {
 }
 
 Snapshot& Snapshot::operator+=(const Snapshot& other) {
-  for (std::size_t i = 0; i < counters.size(); ++i) counters[i] += other.counters[i];
-  for (std::size_t i = 0; i < histograms.size(); ++i) histograms[i] += other.histograms[i];
-  for (std::size_t i = 0; i < gauges.size(); ++i) {
+  // A worker may have been read before the newest reload's slots existed:
+  // what it lacks counts as zero.
+  const auto n = std::min(counters.size(), other.counters.size());
+  for (std::size_t i = 0; i < n; ++i) counters[i] += other.counters[i];
+  const auto nh = std::min(histograms.size(), other.histograms.size());
+  for (std::size_t i = 0; i < nh; ++i) histograms[i] += other.histograms[i];
+  const auto ng = std::min(gauges.size(), other.gauges.size());
+  for (std::size_t i = 0; i < ng; ++i) {
     if (kGaugeInfo[i % kGauges].aggregate == Aggregate::max) gauges[i] = std::max(gauges[i], other.gauges[i]);
     else gauges[i] += other.gauges[i];
   }
@@ -72,8 +77,10 @@ void Stats::observe(std::size_t slot, Histogram h, double seconds) noexcept {
   bump(cells[kBuckets + 1], static_cast<std::uint64_t>(seconds * 1e9));
 }
 
-Snapshot Stats::read() const {
-  Snapshot s(slots_);
+Snapshot Stats::read() const { return read(slots_); }
+
+Snapshot Stats::read(std::size_t slots) const {
+  Snapshot s(std::min(slots, slots_));
   for (std::size_t i = 0; i < s.counters.size(); ++i) s.counters[i] = counters_[i].load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < s.gauges.size(); ++i)
     s.gauges[i] = static_cast<std::int64_t>(gauges_[i].load(std::memory_order_relaxed));

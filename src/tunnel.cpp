@@ -1,5 +1,6 @@
 #include "holdfast/tunnel.hpp"
 
+
 #include <spdlog/spdlog.h>
 #include <string.h>
 
@@ -141,11 +142,11 @@ void Tunnel::end(End why, const char* detail) {
   record.server = origin_.server;
   record.reused = origin_.reused;
   record.total = seconds;
-  worker_.finish_exchange(record);
+  origin_.generation->finish_exchange(record);
   // Never pooled: the pool closes it and keeps its counts right.
   if (upstream_) {
     upstream_->set_owner(nullptr);
-    worker_.pool(origin_.group).release(std::move(upstream_), false);
+    origin_.generation->pool(origin_.group).release(std::move(upstream_), false);
   }
   if (notify_client) client_.on_tunnel_closed();
 }

@@ -9,31 +9,63 @@
 namespace holdfast {
 
 UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config, const std::vector<ServerAddress>& servers,
-                           std::size_t first_slot)
+                           const std::vector<std::size_t>& slots, UpstreamPool* previous)
     : worker_(worker),
       config_(config),
-      servers_(servers.size()),
-      first_slot_(first_slot),
       // A slot may come free where this queue does not hear of it: on another
       // worker, or as a server ends its ejection or passes its health checks.
       // So it looks again every few milliseconds while anyone waits.
       queue_(worker.base(), config.balancing.queue.size, config.balancing.queue.timeout,
              std::optional<Millis>(kQueueRecheck)) {
-  for (const auto& s : servers) addresses_.push_back(&s);
+  const bool same = previous && same_connection_settings(previous->config_, config);
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    addresses_.push_back(&servers[i]);
+    std::shared_ptr<Server> kept;
+    if (same)
+      for (std::size_t j = 0; j < previous->servers_.size() && !kept; ++j)
+        if (previous->servers_[j]->home == previous && previous->addresses_[j]->text == servers[i].text)
+          kept = previous->servers_[j];
+    if (!kept) kept = std::make_shared<Server>(worker, slots[i]);
+    kept->home = this;
+    kept->index = i;
+    // Idle connections carry their index in the home pool's list.
+    for (auto& c : kept->idle) c->server = i;
+    servers_.push_back(std::move(kept));
+  }
 }
 
 UpstreamPool::~UpstreamPool() {
-  close_idle();
-  // Whatever this pool still counted in the process-wide table leaves with it.
-  for (std::size_t i = 0; i < servers_.size(); ++i) worker_.health().add_active(slot(i), -servers_[i].shared_active);
+  // Servers whose newest version this is close their idle connections now;
+  // leased ones (held by exchanges of this version) close when handed back.
+  for (auto& s : servers_)
+    if (s->home == this) {
+      s->removed = true;
+      close_idle_of(*s);
+      s->home = nullptr;
+    }
+}
+
+UpstreamPool::Server::~Server() {
+  // Whatever this server still counted in the process-wide table leaves with it.
+  worker.health().add_active(slot, -shared_active);
+}
+
+void UpstreamPool::drain_unadopted() {
+  for (auto& s : servers_)
+    if (s->home == this) {
+      s->removed = true;
+      close_idle_of(*s);
+      s->home = nullptr;
+    }
 }
 
 std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bool idempotent) {
-  auto& s = servers_[server];
+  auto& s = *servers_[server];
   const auto now = Clock::now();
   while (!s.idle.empty()) {
     std::unique_ptr<UpstreamConnection> conn = std::move(s.idle.back());
     s.idle.pop_back();
+    conn->server = server;  // from here on it is this pool's (it may have idled in a newer version's)
     // The peek: a connection the backend closed (or wrote to) while idle is
     // dropped here at no cost to the request, before a byte is written.
     if (!conn->quiet_and_open()) {
@@ -71,7 +103,7 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bo
 
 bool UpstreamPool::reserve(std::size_t server) {
   if (!worker_.health().try_add_active(slot(server), config_.balancing.max_conns)) return false;
-  auto& s = servers_[server];
+  auto& s = *servers_[server];
   ++s.reserved;
   ++s.shared_active;  // already counted by try_add_active
   return true;
@@ -79,7 +111,7 @@ bool UpstreamPool::reserve(std::size_t server) {
 
 std::unique_ptr<UpstreamConnection> UpstreamPool::open(std::size_t server, int& err) {
   const auto& a = *addresses_[server];
-  auto& s = servers_[server];
+  auto& s = *servers_[server];
   if (s.reserved > 0) --s.reserved;  // becomes the new connection's, or is given back below
   auto conn = UpstreamConnection::open(worker_.base(), reinterpret_cast<const sockaddr*>(&a.addr), a.len, server,
                                        worker_.next_id(), err);
@@ -102,7 +134,7 @@ std::optional<Millis> UpstreamPool::backend_timeout(const UpstreamConnection& co
   const auto& stated = conn.backend_idle_timeout;
   // An observation only matters below what would be used without it.
   Millis ceiling = stated ? *stated : ka.idle_timeout.value + ka.margin;
-  auto seen = servers_[conn.server].observed.value(now, ceiling);
+  auto seen = servers_[conn.server]->observed.value(now, ceiling);
   return seen ? seen : stated;
 }
 
@@ -154,28 +186,39 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, bool reusab
     retire(std::move(conn));
     return;
   }
-  auto& s = servers_[conn->server];
+  auto& s = *servers_[conn->server];
+  if (s.removed) {
+    // The server left the configuration: its connections close as they come back.
+    worker_.stats().add(slot(conn->server), Counter::evict_not_reusable);
+    retire(std::move(conn));
+    return;
+  }
   if (s.idle.size() >= config_.keepalive.max_idle) {
     // Keep the newest: drop the one that has waited longest.
     worker_.stats().add(slot(conn->server), Counter::evict_pool_full);
-    retire(std::move(s.idle.front()));
+    auto oldest = std::move(s.idle.front());
     s.idle.erase(s.idle.begin());
+    oldest->server = conn->server;
+    retire(std::move(oldest));
   }
   conn->last_used = now;
   conn->idle_expiry = why;
-  conn->set_owner(this);
+  // Idle, it belongs to its server's entry, which reports to the newest
+  // version's pool; it carries its index there.
+  const auto server = conn->server;
+  conn->server = s.index;
+  conn->set_owner(&s);
   // Idle: the read event stays armed (EOF or bytes close it at once) and the
   // read deadline is the idle budget.
   conn->stream().set_write_timeout(std::nullopt);
   conn->stream().set_read_timeout(*budget);
   conn->stream().enable_read();
-  auto server = conn->server;
   s.idle.push_back(std::move(conn));
   publish(server);
 }
 
 void UpstreamPool::learn(UpstreamConnection& conn, const KeepAliveHint& hint) {
-  auto& s = servers_[conn.server];
+  auto& s = *servers_[conn.server];
   if (hint.timeout) {
     conn.backend_idle_timeout = hint.timeout;
     if (s.learned_timeout != hint.timeout) {
@@ -200,19 +243,23 @@ void UpstreamPool::note_failure(std::size_t server, ProxyError error) {
 }
 
 void UpstreamPool::close_idle() {
-  for (auto& s : servers_) {
-    // One at a time, each off the list before retire() publishes the gauges
-    // (and the shared active count) that read it.
-    while (!s.idle.empty()) {
-      auto c = std::move(s.idle.back());
-      s.idle.pop_back();
-      retire(std::move(c));
-    }
+  for (auto& s : servers_)
+    if (s->home == this) close_idle_of(*s);
+}
+
+void UpstreamPool::close_idle_of(Server& s) {
+  // One at a time, each off the list before retire() publishes the gauges
+  // (and the shared active count) that read it.
+  while (!s.idle.empty()) {
+    auto c = std::move(s.idle.back());
+    s.idle.pop_back();
+    c->server = s.index;
+    retire(std::move(c));
   }
 }
 
 void UpstreamPool::publish(std::size_t server) {
-  auto& s = servers_[server];
+  auto& s = *servers_[server];
   auto idle = static_cast<std::int64_t>(s.idle.size());
   auto active = static_cast<std::int64_t>(s.open) - idle;
   worker_.stats().set(slot(server), Gauge::upstream_idle, idle);
@@ -233,7 +280,7 @@ void UpstreamPool::publish(std::size_t server) {
 }
 
 bool UpstreamPool::evict(UpstreamConnection& conn, Counter why) {
-  auto& idle = servers_[conn.server].idle;
+  auto& idle = servers_[conn.server]->idle;
   auto it = std::find_if(idle.begin(), idle.end(), [&](const auto& p) { return p.get() == &conn; });
   if (it == idle.end()) return false;  // not ours: nothing to do
   std::unique_ptr<UpstreamConnection> owned = std::move(*it);
@@ -247,7 +294,7 @@ void UpstreamPool::retire(std::unique_ptr<UpstreamConnection> conn) {
   if (!conn) return;
   conn->set_owner(nullptr);
   conn->close();
-  auto& s = servers_[conn->server];
+  auto& s = *servers_[conn->server];
   if (s.open > 0) --s.open;
   publish(conn->server);
   // Possibly on this connection's own callback stack: free it next turn.
@@ -268,7 +315,7 @@ void UpstreamPool::learn_from_race(const UpstreamConnection& conn) {
 }
 
 void UpstreamPool::observe_close(const UpstreamConnection& conn, Millis idle, Clock::time_point now) {
-  auto& s = servers_[conn.server];
+  auto& s = *servers_[conn.server];
   // A backend closes its idle connections oldest first: while one idle for
   // longer is still open, this close was something else (a recycled worker,
   // one process restarted), not the backend's idle timeout.
@@ -302,9 +349,13 @@ void UpstreamPool::observe_close(const UpstreamConnection& conn, Millis idle, Cl
 }
 
 void UpstreamPool::rearm_idle(std::size_t server, Clock::time_point now) {
-  // Collected first: evict() changes the list.
+  auto& s = *servers_[server];
+  // Collected first: evict() changes the list. Idle connections carry their
+  // index in the home pool, which may be a newer version's: for the look-ups
+  // below they carry this pool's while they are handled here.
   std::vector<UpstreamConnection*> expired;
-  for (auto& c : servers_[server].idle) {
+  for (auto& c : s.idle) {
+    c->server = server;
     Counter why;
     auto budget = idle_budget(*c, c->last_used, now, &why);
     if (!budget) {
@@ -313,6 +364,7 @@ void UpstreamPool::rearm_idle(std::size_t server, Clock::time_point now) {
     }
     c->idle_expiry = why;
     c->stream().set_read_timeout(*budget);
+    c->server = s.index;
   }
   for (auto* c : expired) evict(*c, Counter::evict_hint);
 }

@@ -9,36 +9,23 @@
 
 namespace holdfast {
 
-MetricsLayout metrics_layout(const Config& config) {
-  MetricsLayout layout;
-  for (const auto& u : config.upstreams) {
-    MetricsLayout::Upstream entry{u.name, layout.slots, {}};
-    for (const auto& s : u.servers) entry.servers.push_back(s.text);
-    layout.slots += u.servers.size();
-    layout.upstreams.push_back(std::move(entry));
-  }
-  return layout;
-}
-
-Worker::Worker(const SharedState& shared, unsigned index, std::vector<int> listen_fds)
-    : shared_(shared), index_(index), stats_(shared.layout.slots) {
+Worker::Worker(SharedState& shared, unsigned index, std::shared_ptr<const ConfigVersion> version,
+               std::vector<ListenSocket> listeners)
+    : shared_(shared), index_(index), stats_(kMaxSlots) {
   // Each base is used by its own thread only, so libevent runs without locks;
-  // the one cross-thread message (drain) arrives through an eventfd.
+  // the cross-thread messages (drain, a new version) arrive through an eventfd.
   event_config* cfg = event_config_new();
   event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
   event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
   base_ = event_base_new_with_config(cfg);
   event_config_free(cfg);
   drain_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  for (std::size_t g = 0; g < shared.config.upstreams.size(); ++g) {
-    pools_.push_back(std::make_unique<UpstreamPool>(*this, shared.config.upstreams[g], shared.servers[g],
-                                                    shared.layout.upstreams[g].first_slot));
-    // Workers start their round robin at different servers so that a burst
-    // spread over workers does not land on the first server of each.
-    balancers_.push_back(make_balancer(shared.config.upstreams[g], index));
-  }
-  for (int fd : listen_fds)
-    listeners_.push_back(std::make_unique<Listener>(base_, fd, [this](int cfd, const sockaddr* a, int l) { on_accept(cfd, a, l); }));
+  current_ = std::make_shared<Generation>(*this, std::move(version), nullptr);
+  stats_.set(0, Gauge::config_version, static_cast<std::int64_t>(current_->version().id));
+  for (auto& l : listeners)
+    listeners_.emplace_back(l.key, std::make_unique<Listener>(base_, l.fd, [this](int cfd, const sockaddr* a, int n) {
+                              on_accept(cfd, a, n);
+                            }));
   reap_event_ = event_new(base_, -1, 0, &Worker::on_reap, this);
   drain_request_event_ = event_new(base_, drain_fd_, EV_READ | EV_PERSIST, &Worker::on_drain_request, this);
   event_add(drain_request_event_, nullptr);
@@ -53,10 +40,13 @@ Worker::~Worker() {
   // pools), then whatever they retired, then the pools.
   close_all_clients();
   retired_.clear();
-  for (auto& p : pools_) p->close_idle();
+  current_->close_idle();
   retired_.clear();
-  pools_.clear();
+  current_.reset();
   retired_.clear();
+  // Updates never taken hold sockets of their own.
+  for (auto& u : updates_)
+    for (auto& l : u.add) ::close(l.fd);
   event_free(reap_event_);
   event_free(drain_request_event_);
   event_free(drain_deadline_event_);
@@ -82,11 +72,21 @@ void Worker::run() {
   // on the worker's own thread.
   close_all_clients();
   retired_.clear();
-  for (auto& p : pools_) p->close_idle();
+  current_->close_idle();
   retired_.clear();
 }
 
 void Worker::request_drain() {
+  drain_requested_.store(true, std::memory_order_relaxed);
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(drain_fd_, &one, sizeof one);
+}
+
+void Worker::post_update(WorkerUpdate update) {
+  {
+    std::lock_guard<std::mutex> lock(updates_mutex_);
+    updates_.push_back(std::move(update));
+  }
   std::uint64_t one = 1;
   [[maybe_unused]] auto n = ::write(drain_fd_, &one, sizeof one);
 }
@@ -94,7 +94,46 @@ void Worker::request_drain() {
 void Worker::on_drain_request(evutil_socket_t fd, short, void* arg) {
   std::uint64_t value;
   [[maybe_unused]] auto n = ::read(fd, &value, sizeof value);
-  static_cast<Worker*>(arg)->begin_drain();
+  auto* self = static_cast<Worker*>(arg);
+  self->apply_updates();
+  if (self->drain_requested_.load(std::memory_order_relaxed)) self->begin_drain();
+}
+
+void Worker::apply_updates() {
+  std::vector<WorkerUpdate> taken;
+  {
+    std::lock_guard<std::mutex> lock(updates_mutex_);
+    taken.swap(updates_);
+  }
+  for (auto& u : taken) {
+    // Removed listeners stop accepting; connections they accepted stay.
+    for (const auto& key : u.remove)
+      for (auto it = listeners_.begin(); it != listeners_.end(); ++it)
+        if (it->first == key) {
+          // What the kernel already accepted is served, not reset.
+          it->second->accept_pending();
+          listeners_.erase(it);
+          break;
+        }
+    for (auto& l : u.add) {
+      if (draining_) {
+        ::close(l.fd);
+        continue;
+      }
+      listeners_.emplace_back(l.key, std::make_unique<Listener>(base_, l.fd, [this](int cfd, const sockaddr* a, int n) {
+                                on_accept(cfd, a, n);
+                              }));
+    }
+    // The new generation adopts the servers both versions have; the old one
+    // lives on in the exchanges that started on it, and its other servers drain.
+    auto next = std::make_shared<Generation>(*this, std::move(u.version), current_.get());
+    current_->drain_unadopted();
+    current_ = std::move(next);
+    stats_.set(0, Gauge::config_version, static_cast<std::int64_t>(current_->version().id));
+    // Idle keep-alive clients may wait longer or shorter now.
+    if (idle_timer_armed_) event_del(idle_timer_);
+    arm_idle_timer();
+  }
 }
 
 void Worker::begin_drain() {
@@ -104,8 +143,8 @@ void Worker::begin_drain() {
   // Connections already in the accept queue may carry a request: take them
   // (they are answered with Connection: close) before the socket closes.
   for (auto& l : listeners_) {
-    l->accept_pending();
-    l->stop();
+    l.second->accept_pending();
+    l.second->stop();
   }
   timeval tv{static_cast<time_t>(config().drain_timeout.count() / 1000),
              static_cast<suseconds_t>((config().drain_timeout.count() % 1000) * 1000)};
@@ -117,7 +156,7 @@ void Worker::begin_drain() {
   idle_.for_each([now](ClientConnection* c) { c->idle_since = now; });
   if (idle_timer_armed_) event_del(idle_timer_);
   arm_idle_timer();
-  for (auto& p : pools_) p->close_idle();
+  current_->close_idle();
   maybe_finish_drain();
 }
 
@@ -148,28 +187,6 @@ void Worker::publish_client_gauges() noexcept {
   auto idle = static_cast<std::int64_t>(idle_.size());
   stats_.set(0, Gauge::client_idle, idle);
   stats_.set(0, Gauge::client_active, static_cast<std::int64_t>(clients_.size()) - idle);
-}
-
-void Worker::finish_exchange(const ExchangeRecord& r) {
-  if (r.has_server) {
-    auto slot = pools_[r.group]->slot(r.server);
-    if (r.status >= 100 && r.status < 600)
-      stats_.add(slot, static_cast<Counter>(static_cast<std::size_t>(Counter::responses_1xx) + r.status / 100 - 1));
-    stats_.add(slot, Counter::request_bytes, r.bytes_in);
-    stats_.add(slot, Counter::response_bytes, r.bytes_out);
-    if (r.times.connect >= 0) stats_.observe(slot, Histogram::connect_time, r.times.connect);
-    if (r.times.first_byte >= 0) stats_.observe(slot, Histogram::first_byte_time, r.times.first_byte);
-    stats_.observe(slot, Histogram::exchange_time, r.total);
-    // Only an answer that came from the server speaks for its health.
-    if (r.times.first_byte >= 0) note_server_answer(r.group, r.server, r.status);
-  } else {
-    stats_.add(Counter::responses_4xx_local);
-  }
-  auto* log = shared_.access_log.get();
-  if (!log) return;
-  std::string_view upstream = config().upstreams[r.group].name;
-  std::string_view server = r.has_server ? std::string_view(pools_[r.group]->address(r.server).text) : "-";
-  log->info("{}", format_access(r, config().log.access_format, upstream, server));
 }
 
 void Worker::close_all_clients() {
@@ -267,122 +284,6 @@ void Worker::on_reap(evutil_socket_t, short, void* arg) {
     auto batch = std::move(self->retired_);
     self->retired_.clear();
     batch.clear();
-  }
-}
-
-ServerPick Worker::pick_server(std::size_t group, const MessageHead& request, std::string_view client_ip,
-                               std::optional<std::size_t> avoid, std::optional<std::size_t> prefer) {
-  const auto& u = config().upstreams[group];
-  auto& pool = *pools_[group];
-  const auto now = HealthClock::now();
-  auto& table = health();
-  candidates_.assign(u.servers.size(), Candidate{});
-  std::size_t eligible = 0, ejected = 0, checked = 0, full = 0;
-  for (std::size_t i = 0; i < candidates_.size(); ++i) {
-    auto& c = candidates_[i];
-    const auto slot = pool.slot(i);
-    c.weight = u.balancing.weights[i];
-    c.active = table.active(slot);
-    switch (why_out(group, i, now)) {
-      case OutBecause::in: ++eligible; break;
-      case OutBecause::checked_down: ++checked, c.eligible = false; break;
-      case OutBecause::ejected: ++ejected, c.eligible = false; break;
-      case OutBecause::at_max_conns: ++full, c.eligible = false; break;
-    }
-  }
-  // Never the same server twice in a row while another one can take it.
-  if (avoid && candidates_[*avoid].eligible && eligible > 1) candidates_[*avoid].eligible = false;
-  // A keep-alive-race retry stays with its server while that one takes traffic.
-  if (prefer && candidates_[*prefer].eligible && pool.reserve(*prefer)) return {prefer, false, {}};
-  std::string_view key;
-  if (u.balancing.policy == BalancePolicy::hash) key = request_hash_key(u.balancing.hash_key, request, client_ip);
-  // The count read above may be stale by now: the slot is taken for real by
-  // a compare-and-swap, and a server whose last slot another worker took in
-  // between is out like a full one. Each pass rules out one server.
-  for (std::size_t pass = 0; eligible > 0 && pass < candidates_.size(); ++pass) {
-    auto chosen = balancers_[group]->pick({candidates_, key});
-    if (!chosen) break;
-    if (pool.reserve(*chosen)) return {chosen, false, {}};
-    candidates_[*chosen].eligible = false;
-    ++full;
-  }
-  ServerPick none;
-  none.at_capacity = full > 0;
-  none.why = fmt::format("all {} server(s) of upstream '{}' are out: {} failing health checks, {} ejected after "
-                         "failures, {} at max_conns",
-                         u.servers.size(), u.name, checked, ejected, full);
-  return none;
-}
-
-bool Worker::has_alternative(std::size_t group, std::size_t server) const {
-  const auto now = HealthClock::now();
-  for (std::size_t i = 0; i < config().upstreams[group].servers.size(); ++i)
-    if (i != server && why_out(group, i, now) == OutBecause::in) return true;
-  return false;
-}
-
-Worker::OutBecause Worker::why_out(std::size_t group, std::size_t server, HealthClock::time_point now) const {
-  const auto slot = pools_[group]->slot(server);
-  const auto max_conns = config().upstreams[group].balancing.max_conns;
-  if (health().checked_down(slot)) return OutBecause::checked_down;
-  if (health().ejected(slot, now)) return OutBecause::ejected;
-  if (max_conns && health().active(slot) >= max_conns) return OutBecause::at_max_conns;
-  return OutBecause::in;
-}
-
-void Worker::note_server_failure(std::size_t group, std::size_t server, ProxyError error, bool reused) {
-  switch (error) {
-    case ProxyError::connect_refused:
-    case ProxyError::connect_timeout:
-    case ProxyError::connect_failed:
-    case ProxyError::read_timeout:
-    case ProxyError::send_timeout:
-      break;
-    case ProxyError::closed_before_response:
-    case ProxyError::send_failed:
-      // On a reused connection this is the keep-alive race, not the server's fault.
-      if (reused) return;
-      break;
-    default:
-      return;
-  }
-  const auto& u = config().upstreams[group];
-  // As nginx: with one server there is nowhere else to go, so it is never taken out.
-  if (u.servers.size() < 2) return;
-  balancers_[group]->report(server, PickOutcome::failure);
-  Millis for_how_long{0};
-  PassivePolicy policy{u.balancing.max_fails, u.balancing.fail_timeout, u.balancing.fail_timeout_max};
-  auto change = health().note_failure(pools_[group]->slot(server), policy, HealthClock::now(), &for_how_long);
-  log_health_change(group, server, change, for_how_long, describe(error).text);
-}
-
-void Worker::note_server_answer(std::size_t group, std::size_t server, int status) {
-  const auto& u = config().upstreams[group];
-  if (status >= 500 && u.balancing.fail_on_5xx && u.servers.size() > 1) {
-    Millis for_how_long{0};
-    PassivePolicy policy{u.balancing.max_fails, u.balancing.fail_timeout, u.balancing.fail_timeout_max};
-    auto change = health().note_failure(pools_[group]->slot(server), policy, HealthClock::now(), &for_how_long);
-    log_health_change(group, server, change, for_how_long, fmt::format("answered {}", status));
-    return;
-  }
-  balancers_[group]->report(server, PickOutcome::success);
-  log_health_change(group, server, health().note_success(pools_[group]->slot(server), HealthClock::now()), Millis(0),
-                    "answered");
-}
-
-void Worker::log_health_change(std::size_t group, std::size_t server, HealthChange change, Millis ejected_for,
-                               std::string_view cause) {
-  if (change == HealthChange::none) return;
-  const auto& u = config().upstreams[group];
-  const auto slot = pools_[group]->slot(server);
-  // Only the thread whose compare-and-swap made the change gets here: one line per change.
-  if (change == HealthChange::ejected) {
-    stats_.add(slot, Counter::ejections);
-    spdlog::warn("upstream '{}' server {} ejected for {} after consecutive failures (max_fails {}; last: {})",
-                 u.name, u.servers[server].text, format_duration(ejected_for), u.balancing.max_fails, cause);
-  } else {
-    stats_.add(slot, Counter::recoveries);
-    spdlog::info("upstream '{}' server {} recovered: {} after its ejection", u.name, u.servers[server].text, cause);
   }
 }
 

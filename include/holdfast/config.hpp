@@ -190,16 +190,31 @@ struct Config {
   std::vector<Endpoint> resolver;
 };
 
+// Each key is declared once, in the schema of the config module
+// (src/config_keys.cpp), with its reload class; the three functions below
+// are generated from it.
+
 // Settings of `next` that differ from `running` and cannot change while
-// holdfast runs: one "KEY: ..." message each; empty when a reload may apply.
+// holdfast runs (the `restart` class): one "KEY: OLD -> NEW needs a restart"
+// message each; empty when a reload may apply.
 std::vector<std::string> restart_required(const Config& running, const Config& next);
+
+// False when a key of the `connection` class (keepalive.*,
+// backend_keepalive_timeout) differs: the pools of that upstream cannot be
+// kept across a reload from `a` to `b`. Servers and names are not compared.
+bool same_connection_settings(const UpstreamConfig& a, const UpstreamConfig& b);
+
+// Every key as Markdown tables (name, type, default, bounds, reload class,
+// help): `holdfast --config-reference`, and the README's reference.
+std::string config_reference();
 
 // Loads and validates; throws ConfigError naming file, line, key and rule.
 Config load_config(const std::string& path);
 // Same, from text (tests); `source` names it in messages.
 Config load_config_text(const std::string& text, const std::string& source);
 
-// The effective configuration, as YAML, followed by the timeout chain hop by
+// The effective configuration, as YAML (every key, unset ones as comments),
+// followed by the timeout chain hop by
 // hop with each timeout marked declared, defaulted, derived or unknown.
 std::string describe_config(const Config& config);
 

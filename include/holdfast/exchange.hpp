@@ -32,6 +32,7 @@ namespace holdfast {
 class ClientConnection;
 class Worker;
 class UpstreamPool;
+class Generation;
 
 class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
  public:
@@ -140,6 +141,9 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   ClientConnection& client_;
   DownstreamSink& sink_;
   Worker& worker_;
+  // The version this exchange started on: its routes, servers and limits
+  // hold until it ends, whatever reloads happen meanwhile.
+  std::shared_ptr<Generation> generation_;
   UpstreamPool& pool_;
   MessageHead head_;
   std::size_t group_;

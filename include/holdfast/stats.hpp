@@ -83,6 +83,9 @@ namespace holdfast {
   X(queue_overflow, worker, "upstream_queue_rejections_total", "reason=\"overflow\"",                             \
     "Requests answered 503 because every server was at max_conns and the queue was full, or the wait too long.") \
   X(queue_timeout, worker, "upstream_queue_rejections_total", "reason=\"timeout\"", "")                        \
+  X(reloads_ok, worker, "config_reloads_total", "result=\"ok\"",                                               \
+    "Configuration reloads (SIGHUP, config file change, DNS answer change), by result.")                       \
+  X(reloads_failed, worker, "config_reloads_total", "result=\"failed\"", "")                                  \
   X(spliced_response_bytes, worker, "spliced_bytes_total", "direction=\"response\"",                             \
     "Body bytes moved socket to socket with splice(2), by direction (response: backend to client).")              \
   X(spliced_request_bytes, worker, "spliced_bytes_total", "direction=\"request\"", "")
@@ -93,6 +96,8 @@ namespace holdfast {
     "Open client connections: active (reading a request or in an exchange) or idle (keep-alive).")               \
   X(client_idle, worker, "client_connections", "state=\"idle\"", sum, 1.0, "")                                   \
   X(tunnels_active, worker, "tunnels_active", "", sum, 1.0, "Upgrade tunnels open now.")                          \
+  X(config_version, worker, "config_version", "", max, 1.0,                                                     \
+    "Configuration version new requests use (1 at start, one more per reload that took effect).")             \
   X(upstream_active, server, "upstream_connections", "state=\"active\"", sum, 1.0,                              \
     "Open upstream connections: active (connecting or leased to an exchange) or idle (in the pool).")           \
   X(upstream_idle, server, "upstream_connections", "state=\"idle\"", sum, 1.0, "")                              \
@@ -143,15 +148,21 @@ const CounterInfo& info(Counter c);
 const GaugeInfo& info(Gauge g);
 const HistogramInfo& info(Histogram h);
 
-// Which server each slot stands for; built once by the Server.
+// Slots a process can have over its life: a server keeps its slot across
+// reloads (its counters go on), and a server seen for the first time takes a
+// new one, so only servers never seen before count against this.
+inline constexpr std::size_t kMaxSlots = 1024;
+
+// Which server each slot stands for in one configuration version; built by
+// the Server for each version.
 struct MetricsLayout {
   struct Upstream {
     std::string name;
-    std::size_t first_slot = 1;         // slot of servers[0]
-    std::vector<std::string> servers;   // addresses as written in the config
+    std::vector<std::string> servers;   // addresses as written (a resolved name: "name:port=IP")
+    std::vector<std::size_t> slots;     // slot of each server, parallel to servers
   };
   std::vector<Upstream> upstreams;
-  std::size_t slots = 1;
+  std::size_t slots = 1;                // slots in use so far (every slot listed is below this)
 };
 
 // Plain values read from one or more workers' Stats.
@@ -193,6 +204,8 @@ class Stats {
   // Any thread.
   std::uint64_t get(Counter c) const noexcept { return counter_cell(0, c).load(std::memory_order_relaxed); }
   std::size_t slots() const noexcept { return slots_; }
+  // The first `slots` slots only (those in use so far).
+  Snapshot read(std::size_t slots) const;
   Snapshot read() const;
 
  private:

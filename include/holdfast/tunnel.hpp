@@ -24,6 +24,7 @@
 namespace holdfast {
 
 class ClientConnection;
+class Generation;
 class Worker;
 
 // What the tunnel's access-log record needs from the exchange that opened it.
@@ -38,6 +39,9 @@ struct TunnelOrigin {
   std::uint64_t request_bytes = 0;   // the upgrade request, as read from the client
   std::uint64_t response_bytes = 0;  // the 101 head, as written to the client
   std::chrono::steady_clock::time_point started{};
+  // The version the upgrade request was routed on (the tunnel's server and
+  // pool are that version's).
+  std::shared_ptr<Generation> generation;
 };
 
 class Tunnel final : public UpstreamConnection::Owner {

@@ -34,14 +34,19 @@ class Worker;
 struct ServerAddress {
   sockaddr_storage addr{};
   socklen_t len = 0;
-  std::string text;
+  std::string text;       // as shown in logs and metrics ("10.0.0.5:80", or "api.local:80=10.0.0.5")
+  std::string authority;  // host:port as written in the config: the default Host towards this server
 };
 
 class UpstreamPool final : public UpstreamConnection::Owner {
  public:
-  // `first_slot`: the Stats slot of servers[0] (MetricsLayout); the others follow.
+  // `slots`: the Stats slot of each server (MetricsLayout). `previous`: the
+  // same upstream's pool in the worker's previous version, or null; each of
+  // its servers with the same address and the same connection settings
+  // (same_connection_settings) is adopted with its idle connections and what
+  // was learned about it.
   UpstreamPool(Worker& worker, const UpstreamConfig& config, const std::vector<ServerAddress>& servers,
-               std::size_t first_slot);
+               const std::vector<std::size_t>& slots, UpstreamPool* previous = nullptr);
   ~UpstreamPool() override;
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -94,14 +99,19 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   // Closes every idle connection (shutdown).
   void close_idle();
 
+  // After the next version's pools were built from this one: servers none
+  // of them adopted are drained (idle connections close now, leased ones
+  // when their exchange ends).
+  void drain_unadopted();
+
   // Requests of this worker waiting for a slot of this group (max_conns).
   WaitQueue& queue() noexcept { return queue_; }
 
   const UpstreamConfig& config() const noexcept { return config_; }
   std::size_t server_count() const noexcept { return servers_.size(); }
   const ServerAddress& address(std::size_t server) const { return *addresses_[server]; }
-  std::size_t idle_count(std::size_t server) const { return servers_[server].idle.size(); }
-  std::size_t slot(std::size_t server) const noexcept { return first_slot_ + server; }
+  std::size_t idle_count(std::size_t server) const { return servers_[server]->idle.size(); }
+  std::size_t slot(std::size_t server) const noexcept { return servers_[server]->slot; }
 
   // UpstreamConnection::Owner, for idle connections.
   void on_upstream_readable(UpstreamConnection& conn) override;
@@ -109,13 +119,28 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   void on_upstream_event(UpstreamConnection& conn, short what) override;
 
  private:
-  struct Server {
+  // One server's connections and what was learned about it. Shared by the
+  // pools of consecutive versions that keep the server with the same
+  // connection settings; idle connections are owned here and report to the
+  // pool of the newest version that holds the server (`home`).
+  struct Server final : UpstreamConnection::Owner {
+    Server(Worker& worker, std::size_t slot) : worker(worker), slot(slot) {}
+    ~Server() override;
+    void on_upstream_readable(UpstreamConnection& conn) override { home->on_upstream_readable(conn); }
+    void on_upstream_drained(UpstreamConnection& conn) override { home->on_upstream_drained(conn); }
+    void on_upstream_event(UpstreamConnection& conn, short what) override { home->on_upstream_event(conn, what); }
+
+    Worker& worker;
+    std::size_t slot;
+    UpstreamPool* home = nullptr;  // null once no version holds it (then `idle` is empty)
+    std::size_t index = 0;         // its index in home's list; idle connections carry it
+    bool removed = false;          // drained: connections handed back close
     std::vector<std::unique_ptr<UpstreamConnection>> idle;  // back() is the newest
     std::optional<Millis> learned_timeout;  // the server's, for its new connections
     IdleCloseEstimate observed;             // from the server's own closes of idle connections
     std::size_t open = 0;  // connections opened here and not yet retired (idle or leased)
     std::size_t reserved = 0;  // slots taken by reserve() not yet used by acquire() or open()
-    std::int64_t shared_active = 0;  // this pool's share of the HealthTable's active count
+    std::int64_t shared_active = 0;  // this server's share of the HealthTable's active count
     Clock::time_point mass_close_at{};  // connections of different ages closed at once (a restart)
   };
 
@@ -137,14 +162,14 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   // Closes `conn` if it is in an idle list (false when it is not the pool's).
   bool evict(UpstreamConnection& conn, Counter why);
   void retire(std::unique_ptr<UpstreamConnection> conn);
+  void close_idle_of(Server& s);
   // Publishes `server`'s active and idle gauges after its lists changed.
   void publish(std::size_t server);
 
   Worker& worker_;
   const UpstreamConfig& config_;
   std::vector<const ServerAddress*> addresses_;
-  std::vector<Server> servers_;
-  std::size_t first_slot_;
+  std::vector<std::shared_ptr<Server>> servers_;
   WaitQueue queue_;
 };
 

@@ -1,20 +1,21 @@
 // One worker: an event loop on its own thread, with its own listeners, pools,
-// balancers and counters. Workers share nothing mutable; what they share
-// (config, routes, resolved addresses) is immutable after startup and owned
-// by the Server.
+// balancers and counters. Workers share nothing mutable; what they share is
+// an immutable configuration version (config, routes, resolved addresses),
+// replaced as a whole on reload, and the process-wide health table.
 #pragma once
 
 #include <event2/event.h>
 #include <spdlog/logger.h>
 
 #include <atomic>
+#include <mutex>
 #include <chrono>
 #include <memory>
 #include <thread>
 #include <vector>
 
 #include "holdfast/access_log.hpp"
-#include "holdfast/balancer.hpp"
+#include "holdfast/generation.hpp"
 #include "holdfast/client_connection.hpp"
 #include "holdfast/intrusive_list.hpp"
 #include "holdfast/config.hpp"
@@ -27,32 +28,35 @@
 
 namespace holdfast {
 
-// Built once by the Server from the validated config; read-only afterwards.
+// Process-wide state every worker shares, built once by the Server and
+// owned by it: nothing here changes with a reload.
 struct SharedState {
-  Config config;
-  Router router;
-  std::vector<std::vector<ServerAddress>> servers;  // per upstream group
-  std::shared_ptr<spdlog::logger> access_log;       // null when off
-  MetricsLayout layout;                             // which Stats slot is which server
-  // Process-wide server health, indexed by Stats slot; its atomics are
-  // written by every worker and the health checker (see health.hpp).
+  // Server health, indexed by Stats slot; its atomics are written by every
+  // worker and the health checker (see health.hpp).
   std::unique_ptr<HealthTable> health;
+  std::shared_ptr<spdlog::logger> access_log;  // null when off
 };
 
-// What Worker::pick_server found.
-struct ServerPick {
-  std::optional<std::size_t> server;  // with a slot reserved on it (UpstreamPool::reserve)
-  bool at_capacity = false;           // none: every server that could take it is at max_conns
-  std::string why;                    // none: what kept each server out
+// A listening socket handed to a worker, with the address it was asked for
+// as written in the config (what a reload compares).
+struct ListenSocket {
+  std::string key;
+  int fd = -1;
 };
 
-// One Stats slot per configured server, after the worker-wide slot 0.
-MetricsLayout metrics_layout(const Config& config);
+// What a reload tells one worker: the version to switch to, sockets it now
+// listens on too, and the listeners it stops.
+struct WorkerUpdate {
+  std::shared_ptr<const ConfigVersion> version;
+  std::vector<ListenSocket> add;
+  std::vector<std::string> remove;
+};
 
 class Worker {
  public:
-  // Takes ownership of `listen_fds` (bound, listening, non-blocking).
-  Worker(const SharedState& shared, unsigned index, std::vector<int> listen_fds);
+  // Takes ownership of the listening sockets (bound, listening, non-blocking).
+  Worker(SharedState& shared, unsigned index, std::shared_ptr<const ConfigVersion> version,
+         std::vector<ListenSocket> listeners);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -61,31 +65,25 @@ class Worker {
   void join();
   // Thread-safe (async-signal-safe too): asks the worker to stop accepting and drain.
   void request_drain();
+  // Thread-safe: the worker switches at its next loop turn (in the order posted).
+  void post_update(WorkerUpdate update);
 
   // For objects of this worker only (called on its thread).
   event_base* base() const noexcept { return base_; }
-  const Config& config() const noexcept { return shared_.config; }
-  const Router& router() const noexcept { return shared_.router; }
-  UpstreamPool& pool(std::size_t group) { return *pools_[group]; }
+  // The current version: new requests use it; exchanges keep their own.
+  const std::shared_ptr<Generation>& generation() const noexcept { return current_; }
+  const Config& config() const noexcept { return current_->config(); }
+  const Router& router() const noexcept { return current_->router(); }
+  UpstreamPool& pool(std::size_t group) { return current_->pool(group); }
   HealthTable& health() const noexcept { return *shared_.health; }
-  // A server of `group` for the next attempt: an eligible one (up, not
-  // ejected, under max_conns), never `avoid` while another is eligible. The
-  // pick holds one slot on its server, which the caller's next acquire() or
-  // open() on the group's pool uses up.
-  ServerPick pick_server(std::size_t group, const MessageHead& request, std::string_view client_ip,
-                         std::optional<std::size_t> avoid, std::optional<std::size_t> prefer = std::nullopt);
-  // Whether a server of `group` other than `server` could take a request now.
-  bool has_alternative(std::size_t group, std::size_t server) const;
-  // Passive health: an attempt on `server` failed with `error` (only connect
-  // errors and timeouts count against it).
-  void note_server_failure(std::size_t group, std::size_t server, ProxyError error, bool reused);
+  spdlog::logger* access_log() const noexcept { return shared_.access_log.get(); }
+  // Id of the version new requests use.
+  std::uint64_t version_id() const noexcept { return current_->version().id; }
   Stats& stats() noexcept { return stats_; }
   // Any thread: the Stats are atomics written by this worker only.
   const Stats& stats() const noexcept { return stats_; }
   // Any thread: true while the event loop runs.
   bool running() const noexcept { return running_.load(std::memory_order_relaxed); }
-  // An exchange ended: counts it for its server and writes the access log line.
-  void finish_exchange(const ExchangeRecord& record);
   unsigned index() const noexcept { return index_; }
   // Tunnels open on this worker (the tunnels_active gauge).
   void adjust_tunnels(int delta) noexcept {
@@ -138,22 +136,18 @@ class Worker {
   void on_accept(int fd, const sockaddr* addr, int len);
   void close_all_clients();
   void publish_client_gauges() noexcept;
-  // The server answered `status`: passive health success, or failure for a
-  // 5xx when the upstream says fail_on_5xx.
-  void note_server_answer(std::size_t group, std::size_t server, int status);
-  enum class OutBecause { in, checked_down, ejected, at_max_conns };
-  OutBecause why_out(std::size_t group, std::size_t server, HealthClock::time_point now) const;
-  void log_health_change(std::size_t group, std::size_t server, HealthChange change, Millis ejected_for,
-                         std::string_view cause);
+  void apply_updates();
 
-  const SharedState& shared_;
+  SharedState& shared_;
   unsigned index_;
   event_base* base_ = nullptr;
-  std::vector<std::unique_ptr<Listener>> listeners_;
-  std::vector<std::unique_ptr<UpstreamPool>> pools_;
-  std::vector<std::unique_ptr<Balancer>> balancers_;
-  std::vector<Candidate> candidates_;   // scratch for pick_server
+  // Keyed by the address as written in the config.
+  std::vector<std::pair<std::string, std::unique_ptr<Listener>>> listeners_;
   Stats stats_;
+  std::shared_ptr<Generation> current_;
+  std::mutex updates_mutex_;
+  std::vector<WorkerUpdate> updates_;      // posted by the Server, taken by this worker
+  std::atomic<bool> drain_requested_{false};
   std::uint64_t next_id_ = 1;
   std::int64_t tunnels_ = 0;
   bool draining_ = false;
@@ -167,7 +161,7 @@ class Worker {
   std::vector<std::unique_ptr<void, void (*)(void*)>> retired_;
   event* reap_event_ = nullptr;
   event* drain_request_event_ = nullptr;
-  int drain_fd_ = -1;            // eventfd: the only way other threads talk to this worker
+  int drain_fd_ = -1;            // eventfd: the only way other threads wake this worker (drain, updates)
   bool reap_scheduled_ = false;
   event* drain_deadline_event_ = nullptr;
   std::atomic<bool> running_{false};

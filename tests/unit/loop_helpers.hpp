@@ -30,6 +30,7 @@
 #include "holdfast/router.hpp"
 #include "holdfast/upstream_connection.hpp"
 #include "holdfast/upstream_pool.hpp"
+#include "holdfast/version.hpp"
 #include "holdfast/worker.hpp"
 
 namespace holdfast::test {
@@ -192,13 +193,9 @@ class WorkerHarness {
     std::string text = "listen: [\"127.0.0.1:0\"]\nupstreams:\n  app:\n    servers: [\"127.0.0.1:" +
                        std::to_string(listener.port()) + "\"]\n" + upstream_extra;
     Config config = load_config_text(text, "unit.yaml");
-    Router router(config.routes);
-    MetricsLayout layout = metrics_layout(config);
-    auto health = std::make_unique<HealthTable>(layout.slots);
-    shared_ = std::make_unique<SharedState>(SharedState{std::move(config), std::move(router),
-                                                        {{listener.server_address()}}, nullptr, std::move(layout),
-                                                        std::move(health)});
-    worker_ = std::make_unique<Worker>(*shared_, 0, std::vector<int>{});
+    auto version = build_version(1, std::move(config), {}, slots_);
+    shared_ = std::make_unique<SharedState>(SharedState{std::make_unique<HealthTable>(kMaxSlots), nullptr});
+    worker_ = std::make_unique<Worker>(*shared_, 0, version, std::vector<ListenSocket>{});
   }
   ~WorkerHarness() {
     worker_.reset();  // before the state it reads
@@ -234,6 +231,7 @@ class WorkerHarness {
   LoopbackListener listener;
 
  private:
+  SlotRegistry slots_;
   std::unique_ptr<SharedState> shared_;
   std::unique_ptr<Worker> worker_;
 };
