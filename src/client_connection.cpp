@@ -35,11 +35,16 @@ ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr,
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   stream_.set_handler(this);
+  stream_.set_drain_mark(kLowWater);
+  apply_client_settings();
+}
+
+void ClientConnection::apply_client_settings() {
+  version_ = worker_.version_id();
   // Input stops being read from the socket above this mark; it must hold a
   // whole head.
-  stream_.set_input_limit(std::max<std::size_t>(kReadChunk, worker.config().client.max_header_bytes + 1));
-  stream_.set_drain_mark(kLowWater);
-  stream_.set_write_timeout(worker.config().client.send_timeout);
+  stream_.set_input_limit(std::max<std::size_t>(kReadChunk, worker_.config().client.max_header_bytes + 1));
+  stream_.set_write_timeout(worker_.config().client.send_timeout);
 }
 
 ClientConnection::~ClientConnection() {
@@ -121,6 +126,12 @@ void ClientConnection::parse_requests() {
     if (state_ == State::idle) {
       state_ = State::reading_head;
       worker_.unmark_idle(this);
+      if (version_ != worker_.version_id()) {
+        // A reload since the last request: this one reads under the new
+        // client settings (between requests no head is half parsed).
+        apply_client_settings();
+        parser_.reset();
+      }
       stream_.set_drain_mark(kLowWater);
       // Until this head says otherwise (an error answer may come first).
       request_head_ = false;

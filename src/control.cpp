@@ -6,6 +6,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -32,7 +33,7 @@ std::string parent_of(const std::string& path) {
 
 // Events that replace or rewrite a file, or swap a symlink, in a directory.
 constexpr std::uint32_t kWatchMask =
-    IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
+    IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF;
 
 // A change is acted on once the directory has been quiet this long: an editor
 // or kubelet writes in several steps, and one reload should see the last.
@@ -52,15 +53,19 @@ void Server::watch_config(int inotify_fd) {
   // `..data` symlink inside the first; a deploy tool may swap the first
   // itself (a symlink to a new directory), which only the second sees.
   // Watches are set again after every change, so that they follow the
-  // directories the paths now lead to.
-  for (int w : config_watches_) inotify_rm_watch(inotify_fd, w);
-  config_watches_.clear();
+  // directories the paths now lead to: adding a watch on an inode already
+  // watched returns its descriptor, and only descriptors no longer returned
+  // are removed (each removal queues an IN_IGNORED, which is not a change).
+  std::vector<int> now;
   const auto dir = parent_of(version()->declared.source);
   for (const auto& d : {dir, parent_of(dir)}) {
     int w = inotify_add_watch(inotify_fd, d.c_str(), kWatchMask);
-    if (w >= 0) config_watches_.push_back(w);
-    else spdlog::warn("reload_on_change: cannot watch {}: {}", d, strerror(errno));
+    if (w >= 0) now.push_back(w);
+    else if (config_watches_.empty()) spdlog::warn("reload_on_change: cannot watch {}: {}", d, strerror(errno));
   }
+  for (int w : config_watches_)
+    if (std::find(now.begin(), now.end(), w) == now.end()) inotify_rm_watch(inotify_fd, w);
+  config_watches_ = std::move(now);
 }
 
 int Server::run(const sigset_t& signals) {
@@ -114,10 +119,18 @@ int Server::run(const sigset_t& signals) {
     }
     if (ifd >= 0 && (fds[2].revents & POLLIN)) {
       alignas(inotify_event) char buf[4096];
-      while (::read(ifd, buf, sizeof buf) > 0) {
+      bool changed = false;
+      for (ssize_t got; (got = ::read(ifd, buf, sizeof buf)) > 0;) {
+        for (ssize_t at = 0; at + static_cast<ssize_t>(sizeof(inotify_event)) <= got;) {
+          const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
+          if (!(e->mask & IN_IGNORED)) changed = true;
+          at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+        }
       }
-      pending = true;
-      settle_at = std::chrono::steady_clock::now() + kSettle;
+      if (changed) {
+        pending = true;
+        settle_at = std::chrono::steady_clock::now() + kSettle;
+      }
     }
     if (pending && std::chrono::steady_clock::now() >= settle_at) {
       pending = false;

@@ -124,7 +124,7 @@ bool HealthChecker::check(Target& t, std::string& why) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     const bool kept = t.fd >= 0;
     if (!kept && (t.fd = connect_to(*t.address, deadline, why)) < 0) return false;
-    const auto& host = t.check->host.empty() ? t.address->text : t.check->host;
+    const auto& host = t.check->host.empty() ? t.address->authority : t.check->host;
     std::string req = "GET " + t.check->path + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: holdfast-health-check\r\n\r\n";
     bool sent = ::send(t.fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
     HttpParser parser(HttpParser::Kind::response, 64 * 1024);

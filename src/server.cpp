@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <set>
 
 #include "holdfast/listener.hpp"
@@ -18,6 +19,7 @@ Server::Server(Config config) {
   std::string error;
   if (!resolve_names(config, names, error)) throw ConfigError(config.source + ": upstreams: cannot resolve " + error);
   auto version = build_version(1, std::move(config), names, slots_);
+  slots_.take_fresh();
   shared_ = std::make_unique<SharedState>(SharedState{std::make_unique<HealthTable>(kMaxSlots), std::move(access)});
   for (std::size_t g = 0; g < version->config.upstreams.size(); ++g) {
     const auto& hc = version->config.upstreams[g].balancing.health_check;
@@ -97,19 +99,23 @@ bool Server::open_listener(const Endpoint& ep, unsigned workers, int backlog, st
 }
 
 void Server::restart_checker(std::shared_ptr<const ConfigVersion> v) {
-  auto next = std::make_unique<HealthChecker>(v->config, v->servers, v->layout, *shared_->health);
+  // The old checker ends first (a check in progress records its verdict), so
+  // the new one starts from the table as the old one left it.
   std::unique_ptr<HealthChecker> old;
   {
     std::lock_guard<std::mutex> lock(checker_mutex_);
-    if (checker_) {
-      old = std::move(checker_);
-      checker_retired_ += old->stats().read();
-    }
-    checker_ = std::move(next);
+    old = std::move(checker_);
   }
-  if (old) old->stop();
+  if (old) {
+    old->stop();
+    std::lock_guard<std::mutex> lock(checker_mutex_);
+    checker_retired_ += old->stats().read();
+  }
   old.reset();  // reads checker_version_: gone before it changes
+  auto next = std::make_unique<HealthChecker>(v->config, v->servers, v->layout, *shared_->health);
   checker_version_ = std::move(v);
+  std::lock_guard<std::mutex> lock(checker_mutex_);
+  checker_ = std::move(next);
   if (started_ && !draining()) checker_->start();
 }
 
@@ -163,20 +169,31 @@ bool Server::reload(const std::string& cause) {
   NameTable names;
   std::string error;
   if (!resolve_names(next, names, error)) {
-    spdlog::error("reload failed ({}): {}: upstreams: cannot resolve {}; still running version {}", cause,
-                  next.source, error, running->id);
-    count(Counter::reloads_failed);
-    return false;
+    // A name the running version knows keeps its last good answer, as
+    // between reloads; only a new name that does not resolve is an error.
+    for (const auto& [name, interval] : host_names(next)) {
+      if (names.count(name)) continue;
+      auto known = running->names.find(name);
+      if (known == running->names.end()) {
+        spdlog::error("reload failed ({}): {}: upstreams: cannot resolve {}; still running version {}", cause,
+                      next.source, error, running->id);
+        count(Counter::reloads_failed);
+        return false;
+      }
+      spdlog::warn("reload ({}): {} did not resolve ({}); keeping its last answer", cause, name, error);
+      names[name] = known->second;
+    }
   }
   return apply(std::move(next), names, cause);
 }
 
 bool Server::apply(Config declared, const NameTable& names, const std::string& cause) {
   const auto running = version();
-  const std::size_t known_slots = slots_.used();
+  // Tried on a copy: a version rejected below takes no slot.
+  SlotRegistry trial = slots_;
   std::shared_ptr<const ConfigVersion> v;
   try {
-    v = build_version(next_version_, std::move(declared), names, slots_);
+    v = build_version(next_version_, std::move(declared), names, trial);
   } catch (const ConfigError& e) {
     spdlog::error("reload failed ({}): {}; still running version {}", cause, e.what(), running->id);
     count(Counter::reloads_failed);
@@ -209,16 +226,33 @@ bool Server::apply(Config declared, const NameTable& names, const std::string& c
   for (const auto& [key, actual] : listeners_)
     if (!wanted.count(key)) removed.push_back(key);
 
-  // Servers never seen before start down when their checks say so.
-  for (std::size_t g = 0; g < cfg.upstreams.size(); ++g) {
-    const auto& hc = cfg.upstreams[g].balancing.health_check;
-    if (hc && hc->start_down)
-      for (auto slot : v->layout.upstreams[g].slots)
-        if (!slots_.known(slot, known_slots)) shared_->health->set_checked_down(slot, true);
+  // Accepted. Slots new to their server start clean (a reused one keeps
+  // nothing of the server it had); they start down when their checks say so.
+  const auto fresh = trial.take_fresh();
+  for (auto slot : fresh) shared_->health->reset(slot);
+  {
+    std::lock_guard<std::mutex> lock(checker_mutex_);
+    for (auto slot : fresh) checker_retired_.clear_slot(slot);
   }
+  std::set<std::size_t> in_use;
+  for (std::size_t g = 0; g < cfg.upstreams.size(); ++g) {
+    const auto& slots = v->layout.upstreams[g].slots;
+    in_use.insert(slots.begin(), slots.end());
+    const auto& hc = cfg.upstreams[g].balancing.health_check;
+    if (!hc) {
+      // No checks any more (or never): nothing would ever bring a server
+      // that checks took down back up.
+      for (auto slot : slots) shared_->health->set_checked_down(slot, false);
+    } else if (hc->start_down) {
+      for (auto slot : slots)
+        if (std::find(fresh.begin(), fresh.end(), slot) != fresh.end()) shared_->health->set_checked_down(slot, true);
+    }
+  }
+  trial.retain_only(in_use, SlotRegistry::Clock::now());
+  slots_ = std::move(trial);
   ++next_version_;
   std::atomic_store(&version_, v);
-  for (std::size_t w = 0; w < workers_.size(); ++w) workers_[w]->post_update({v, std::move(add[w]), removed});
+  for (std::size_t w = 0; w < workers_.size(); ++w) workers_[w]->post_update({v, std::move(add[w]), removed, fresh});
   for (const auto& key : removed) {
     spdlog::info("reload: no longer listening on {}", listeners_[key]);
     listeners_.erase(key);
@@ -269,6 +303,7 @@ Snapshot Server::snapshot(std::size_t slots) const {
   Snapshot total(slots);
   for (const auto& w : workers_) total += w->stats().read(slots);
   total += control_stats_.read();
+  total += dns_->stats().read();
   {
     std::lock_guard<std::mutex> lock(checker_mutex_);
     if (checker_) total += checker_->stats().read(slots);

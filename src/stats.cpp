@@ -79,6 +79,22 @@ void Stats::observe(std::size_t slot, Histogram h, double seconds) noexcept {
 
 Snapshot Stats::read() const { return read(slots_); }
 
+void Stats::clear_slot(std::size_t slot) noexcept {
+  if (slot >= slots_) return;
+  for (std::size_t i = 0; i < kCounters; ++i) counters_[slot * kCounters + i].store(0, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < kGauges; ++i) gauges_[slot * kGauges + i].store(0, std::memory_order_relaxed);
+  const std::size_t cells = kHistograms * kHistogramCells;
+  for (std::size_t i = 0; i < cells; ++i) histograms_[slot * cells + i].store(0, std::memory_order_relaxed);
+}
+
+void Snapshot::clear_slot(std::size_t slot) {
+  if (slot >= slots) return;
+  std::fill_n(counters.begin() + static_cast<std::ptrdiff_t>(slot * kCounters), kCounters, 0);
+  std::fill_n(gauges.begin() + static_cast<std::ptrdiff_t>(slot * kGauges), kGauges, 0);
+  const std::size_t cells = kHistograms * kHistogramCells;
+  std::fill_n(histograms.begin() + static_cast<std::ptrdiff_t>(slot * cells), cells, 0);
+}
+
 Snapshot Stats::read(std::size_t slots) const {
   Snapshot s(std::min(slots, slots_));
   for (std::size_t i = 0; i < s.counters.size(); ++i) s.counters[i] = counters_[i].load(std::memory_order_relaxed);

@@ -46,8 +46,11 @@ UpstreamPool::~UpstreamPool() {
 }
 
 UpstreamPool::Server::~Server() {
-  // Whatever this server still counted in the process-wide table leaves with it.
+  // Whatever this server still counted in the process-wide table and the
+  // gauges leaves with it.
   worker.health().add_active(slot, -shared_active);
+  worker.stats().adjust(slot, Gauge::upstream_idle, -published_idle);
+  worker.stats().adjust(slot, Gauge::upstream_active, -published_active);
 }
 
 void UpstreamPool::drain_unadopted() {
@@ -262,8 +265,12 @@ void UpstreamPool::publish(std::size_t server) {
   auto& s = *servers_[server];
   auto idle = static_cast<std::int64_t>(s.idle.size());
   auto active = static_cast<std::int64_t>(s.open) - idle;
-  worker_.stats().set(slot(server), Gauge::upstream_idle, idle);
-  worker_.stats().set(slot(server), Gauge::upstream_active, active);
+  // By difference: a server removed and added again has two entries on one
+  // slot for a while (the old one draining), each counting only its own.
+  worker_.stats().adjust(s.slot, Gauge::upstream_idle, idle - s.published_idle);
+  worker_.stats().adjust(s.slot, Gauge::upstream_active, active - s.published_active);
+  s.published_idle = idle;
+  s.published_active = active;
   // least_conn, random_two and max_conns read the count over all workers;
   // it includes the slots reserved for a connection about to be leased or opened.
   const auto shared = active + static_cast<std::int64_t>(s.reserved);

@@ -4,19 +4,45 @@
 #include <netdb.h>
 #include <string.h>
 
+#include <algorithm>
+
 namespace holdfast {
 
-std::optional<std::size_t> SlotRegistry::slot(const std::string& upstream, const std::string& server) {
+std::optional<std::size_t> SlotRegistry::slot(const std::string& upstream, const std::string& server,
+                                              Clock::time_point now) {
   auto key = upstream + '\n' + server;
-  if (auto it = slots_.find(key); it != slots_.end()) return it->second;
-  if (next_ >= kMaxSlots) return std::nullopt;
-  slots_.emplace(std::move(key), next_);
-  return next_++;
+  if (auto it = slots_.find(key); it != slots_.end()) {
+    // Given up by the previous version but wanted again: still its own.
+    std::erase_if(released_, [&](const auto& r) { return r.first == it->second; });
+    return it->second;
+  }
+  std::size_t slot;
+  if (next_ < kMaxSlots) {
+    slot = next_++;
+  } else if (!released_.empty() && now - released_.front().second >= kSlotQuarantine) {
+    slot = released_.front().first;
+    released_.erase(released_.begin());
+    std::erase_if(slots_, [&](const auto& kv) { return kv.second == slot; });
+  } else {
+    return std::nullopt;
+  }
+  slots_.emplace(std::move(key), slot);
+  fresh_.push_back(slot);
+  return slot;
 }
 
-bool is_ip_literal(const std::string& host) {
-  in6_addr buf;
-  return inet_pton(AF_INET, host.c_str(), &buf) == 1 || inet_pton(AF_INET6, host.c_str(), &buf) == 1;
+std::vector<std::size_t> SlotRegistry::take_fresh() {
+  std::vector<std::size_t> out;
+  out.swap(fresh_);
+  return out;
+}
+
+void SlotRegistry::retain_only(const std::set<std::size_t>& in_use, Clock::time_point now) {
+  for (const auto& [key, slot] : slots_) {
+    if (in_use.count(slot)) continue;
+    if (std::none_of(released_.begin(), released_.end(), [&](const auto& r) { return r.first == slot; }))
+      released_.emplace_back(slot, now);
+  }
 }
 
 namespace {
@@ -74,11 +100,17 @@ std::shared_ptr<const ConfigVersion> build_version(std::uint64_t id, Config decl
     u.servers = std::move(expanded);
     u.balancing.weights = std::move(weights);
     MetricsLayout::Upstream entry{u.name, {}, {}};
+    const auto now = SlotRegistry::Clock::now();
     for (const auto& a : addresses) {
-      auto slot = registry.slot(u.name, a.text);
+      // One server, one pool, one line in /metrics: an address twice in a
+      // group (written twice, or a name resolving to a listed address) would
+      // share all three while counted as two.
+      if (std::find(entry.servers.begin(), entry.servers.end(), a.text) != entry.servers.end())
+        throw ConfigError(key + ".servers: " + a.text + " is listed twice");
+      auto slot = registry.slot(u.name, a.text, now);
       if (!slot)
         throw ConfigError(key + ": more than " + std::to_string(kMaxSlots - 1) +
-                          " distinct servers since start; restart holdfast to reuse their metrics slots");
+                          " servers in use or released within the last 15 minutes; restart holdfast");
       entry.servers.push_back(a.text);
       entry.slots.push_back(*slot);
     }

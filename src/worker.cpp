@@ -106,6 +106,7 @@ void Worker::apply_updates() {
     taken.swap(updates_);
   }
   for (auto& u : taken) {
+    for (auto slot : u.fresh_slots) stats_.clear_slot(slot);
     // Removed listeners stop accepting; connections they accepted stay.
     for (const auto& key : u.remove)
       for (auto it = listeners_.begin(); it != listeners_.end(); ++it)

@@ -135,6 +135,8 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
 
   void parse_requests();
   void begin_exchange();
+  // The current version's client.* limits (input, send timeout).
+  void apply_client_settings();
   void reject(ProxyError error, const char* detail);
   // Writes what is pending, then closes; `linger` when the client may still be sending.
   void close_after_output(bool linger);
@@ -157,6 +159,7 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   std::uint64_t id_;
   std::string peer_;  // "ip:port" or "[ip6]:port"
   std::unique_ptr<HttpParser> parser_;
+  std::uint64_t version_ = 0;  // configuration version whose client settings apply
   std::unique_ptr<Exchange> exchange_;
   std::unique_ptr<Tunnel> tunnel_;    // after 101 Switching Protocols
   State state_ = State::idle;

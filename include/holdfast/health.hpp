@@ -59,6 +59,16 @@ class HealthTable {
   // The server answered.
   HealthChange note_success(std::size_t slot, HealthClock::time_point now) noexcept;
 
+  // A slot handed to another server: its failures, ejection and check
+  // verdict start afresh (its active count is the pools' and stays).
+  void reset(std::size_t slot) noexcept {
+    auto& r = rows_[slot];
+    r.fails.store(0, std::memory_order_relaxed);
+    r.streak.store(0, std::memory_order_relaxed);
+    r.ejected_until.store(0, std::memory_order_relaxed);
+    r.checked_down.store(false, std::memory_order_relaxed);
+  }
+
   // The health checker's verdict. Returns true when it changed the state.
   bool set_checked_down(std::size_t slot, bool down) noexcept;
 

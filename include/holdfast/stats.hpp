@@ -85,7 +85,12 @@ namespace holdfast {
   X(queue_timeout, worker, "upstream_queue_rejections_total", "reason=\"timeout\"", "")                        \
   X(reloads_ok, worker, "config_reloads_total", "result=\"ok\"",                                               \
     "Configuration reloads (SIGHUP, config file change, DNS answer change), by result.")                       \
-  X(reloads_failed, worker, "config_reloads_total", "result=\"failed\"", "")                                  \
+  X(reloads_failed, worker, "config_reloads_total", "result=\"failed\"", "")                                 \
+  X(dns_resolutions, worker, "dns_resolutions_total", "",                                                        \
+    "Periodic lookups of upstream server host names (failed ones included).")                                     \
+  X(dns_failures, worker, "dns_resolution_failures_total", "",                                                   \
+    "Host name lookups that failed (timeout, SERVFAIL, NXDOMAIN, no address); the last good answer stays.")        \
+  X(dns_changes, worker, "dns_changes_total", "", "Host name lookups whose addresses differed from those in use.") \
   X(spliced_response_bytes, worker, "spliced_bytes_total", "direction=\"response\"",                             \
     "Body bytes moved socket to socket with splice(2), by direction (response: backend to client).")              \
   X(spliced_request_bytes, worker, "spliced_bytes_total", "direction=\"request\"", "")
@@ -180,8 +185,10 @@ struct Snapshot {
   }
   // Sum over every slot.
   std::uint64_t total(Counter c) const;
+  void clear_slot(std::size_t slot);
   // Merges another worker's figures: counters and histograms add, gauges
-  // follow their declared aggregate.
+  // follow their declared aggregate. `other` may have fewer slots (the DNS
+  // watcher's Stats has slot 0 only).
   Snapshot& operator+=(const Snapshot& other);
   // "name=value name=value ..." with each counter summed over its slots (the shutdown line).
   std::string format() const;
@@ -199,6 +206,10 @@ class Stats {
   void set(std::size_t slot, Gauge g, std::int64_t v) noexcept {
     gauges_[slot * kGauges + static_cast<std::size_t>(g)].store(static_cast<std::uint64_t>(v), std::memory_order_relaxed);
   }
+  void adjust(std::size_t slot, Gauge g, std::int64_t delta) noexcept {
+    auto& cell = gauges_[slot * kGauges + static_cast<std::size_t>(g)];
+    cell.store(cell.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(delta), std::memory_order_relaxed);
+  }
   void observe(std::size_t slot, Histogram h, double seconds) noexcept;
 
   // Any thread.
@@ -206,6 +217,8 @@ class Stats {
   std::size_t slots() const noexcept { return slots_; }
   // The first `slots` slots only (those in use so far).
   Snapshot read(std::size_t slots) const;
+  // Owner thread: zeroes a slot handed to another server.
+  void clear_slot(std::size_t slot) noexcept;
   Snapshot read() const;
 
  private:

@@ -141,6 +141,8 @@ class UpstreamPool final : public UpstreamConnection::Owner {
     std::size_t open = 0;  // connections opened here and not yet retired (idle or leased)
     std::size_t reserved = 0;  // slots taken by reserve() not yet used by acquire() or open()
     std::int64_t shared_active = 0;  // this server's share of the HealthTable's active count
+    std::int64_t published_idle = 0;    // its share of the worker's upstream_idle gauge
+    std::int64_t published_active = 0;  // and of upstream_active
     Clock::time_point mass_close_at{};  // connections of different ages closed at once (a restart)
   };
 

@@ -10,22 +10,22 @@
 // The SlotRegistry is the Server's and is only used on its control thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "holdfast/config.hpp"
+#include "holdfast/dns.hpp"
 #include "holdfast/router.hpp"
 #include "holdfast/stats.hpp"
 #include "holdfast/upstream_pool.hpp"
 
 namespace holdfast {
-
-// Numeric addresses ("127.0.0.2", "::1") each server host name resolved to,
-// sorted and unique. IP literals need no entry.
-using NameTable = std::map<std::string, std::vector<std::string>>;
 
 struct ConfigVersion {
   std::uint64_t id = 1;
@@ -43,23 +43,31 @@ struct ConfigVersion {
 
 // Gives each (upstream, server) the same Stats and health slot in every
 // version, so a server kept across reloads keeps its counters and health.
+// A slot no version uses any more is handed out again only after
+// kSlotQuarantine, when exchanges that still counted on it have long ended
+// (its figures and health are reset then). Control thread only; copied to
+// try a version, kept only when the version is accepted.
 class SlotRegistry {
  public:
-  // The slot of `server` of `upstream`, taken now if never seen; nullopt
-  // when kMaxSlots are used up.
-  std::optional<std::size_t> slot(const std::string& upstream, const std::string& server);
+  using Clock = std::chrono::steady_clock;
+  static constexpr auto kSlotQuarantine = std::chrono::minutes(15);
+
+  // The slot of `server` of `upstream`: its own, a new one, or one released
+  // long enough ago; nullopt when all kMaxSlots are taken.
+  std::optional<std::size_t> slot(const std::string& upstream, const std::string& server, Clock::time_point now);
+  // Slots handed out to a server for the first time since the last call
+  // (new, or reused: their figures and health are not that server's).
+  std::vector<std::size_t> take_fresh();
+  // After a version is accepted: servers it does not hold give their slots up.
+  void retain_only(const std::set<std::size_t>& in_use, Clock::time_point now);
   std::size_t used() const noexcept { return next_; }
-  // Whether `slot` was handed out before this version (its health state is
-  // that server's own).
-  bool known(std::size_t slot, std::size_t before) const noexcept { return slot < before; }
 
  private:
-  std::map<std::string, std::size_t> slots_;
+  std::map<std::string, std::size_t> slots_;                // upstream '\n' server -> slot
+  std::vector<std::pair<std::size_t, Clock::time_point>> released_;  // oldest first
+  std::vector<std::size_t> fresh_;
   std::size_t next_ = 1;  // slot 0 is the worker-wide one
 };
-
-// True when `host` is an IPv4 or IPv6 literal (no resolution needed).
-bool is_ip_literal(const std::string& host);
 
 // Builds a version from a validated config and the answers for its host
 // names. Throws ConfigError (FILE: upstreams.NAME: ...) when an address is

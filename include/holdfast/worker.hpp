@@ -50,6 +50,9 @@ struct WorkerUpdate {
   std::shared_ptr<const ConfigVersion> version;
   std::vector<ListenSocket> add;
   std::vector<std::string> remove;
+  // Slots handed to a server for the first time: this worker's figures in
+  // them belonged to a server long gone, and are zeroed.
+  std::vector<std::size_t> fresh_slots;
 };
 
 class Worker {

@@ -779,7 +779,8 @@ class ScriptedBackend:
     handler(conn, index) in its own thread; index counts from 1. The socket is
     closed when the handler returns. Exceptions in handlers are kept in .errors."""
 
-    def __init__(self, handler=None, backlog=128, conn_timeout=None):
+    def __init__(self, handler=None, backlog=128, conn_timeout=None, host=LOOPBACK, port=0):
+        # host: another loopback address (127.0.0.2, ...) for servers found by DNS.
         self.handler = handler or self.handle
         self.conn_timeout = IO_TIMEOUT if conn_timeout is None else conn_timeout
         self.lock = threading.Lock()
@@ -791,10 +792,11 @@ class ScriptedBackend:
         self._stop = threading.Event()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((LOOPBACK, 0))
+        self.sock.bind((host, port))
         self.sock.listen(backlog)
+        self.host = host
         self.port = self.sock.getsockname()[1]
-        self.address = f"{LOOPBACK}:{self.port}"
+        self.address = f"{host}:{self.port}"
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._accept_thread.start()
 

@@ -104,8 +104,9 @@ class Load:
 class ReloadTest(ProxyTestCase):
     def configs(self, a, b, c):
         """Two versions that differ in servers and routes; b is in both."""
-        one = make_config([a.port, b.port])
-        two = make_config([b.port, c.port], top={
+        # keepalive_requests above what the load sends on one connection.
+        one = make_config([a.port, b.port], client={"keepalive_requests": 1000000})
+        two = make_config([b.port, c.port], client={"keepalive_requests": 1000000}, top={
             "upstreams": {"side": {"servers": [{"address": c.address}]}},
             "routes": [{"match": {"path_prefix": "/side"}, "upstream": "side"},
                        {"match": {"path_prefix": "/"}, "upstream": "app"}],
@@ -173,6 +174,37 @@ class ReloadTest(ProxyTestCase):
         metrics = admin_get(p, "/metrics").body.decode()
         self.assertIn('holdfast_config_reloads_total{result="failed"} 3', metrics)
         self.assertIn("holdfast_config_version 1", metrics)
+
+    def test_removing_health_checks_brings_their_servers_back(self):
+        a, b = self.backend(name="a"), self.backend(name="b")
+        checked = make_config([a.port, b.port], upstream={"health_check": {
+            "path": "/status/500", "interval": "100ms", "timeout": "100ms", "fall": 1, "rise": 1}})
+        p = self.proxy(checked)
+        self.assertTrue(wait_until(lambda: get(p.port, "/").status == 503, 10 * SLOW), "checks never took them out")
+        plain = make_config([a.port, b.port])
+        write_atomically(p.config_path, to_yaml(plain) + "\n")
+        reload_and_wait(self, p, 2)
+        self.assertEqual(get(p.port, "/").status, 200, "servers stayed down after their checks were removed")
+
+    def test_an_idle_watch_stays_idle(self):
+        a = self.backend(name="a")
+        cfg = make_config([a.port], top={"reload_on_change": True})
+        p = self.proxy(cfg)
+        cfg["drain_timeout"] = "6s"
+        write_atomically(p.config_path, to_yaml(cfg) + "\n")
+        self.assertTrue(wait_until(lambda: 2 in versions_active(p), 5 * SLOW), p.stderr_text()[-2000:])
+
+        def cpu_ticks():
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+
+        before = cpu_ticks()
+        time.sleep(1.0)
+        spent = (cpu_ticks() - before) / os.sysconf("SC_CLK_TCK")
+        # Watches set again after a change must not wake the loop by themselves.
+        self.assertLess(spent, 0.3, f"holdfast used {spent:.2f}s of CPU in 1s with nothing to do")
+        self.assertEqual(versions_active(p), [2])
 
     def test_listeners_added_and_removed(self):
         a = self.backend(name="a")
