@@ -78,6 +78,9 @@ std::vector<Key<Config>> make_top_keys() {
              "Event loops (threads), each with its own listening sockets and pools."),
       row<S>("drain_timeout", any_duration, HF_FIELD(drain_timeout), R::live,
              "On SIGTERM/SIGINT: how long in-flight exchanges may take before they are closed."),
+      row<S>("splice_min_body", SizeCodec{}, HF_FIELD(splice_min_body), R::live,
+             "Bodies with a Content-Length of at least this, and close-delimited responses to HTTP/1.0 clients, move "
+             "socket to socket with splice(2) instead of through buffers; 0: never (see \"Large bodies without copies\")."),
       row<S>("client.keepalive_timeout", duration, HF_FIELD(client.keepalive_timeout), R::live,
              "Idle time allowed between requests on a client connection, advertised as Keep-Alive: timeout=N; "
              "must be >= front_idle_timeout + margin, and is derived from them when left out."),

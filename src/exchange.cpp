@@ -179,7 +179,7 @@ void Exchange::pump_request() {
     }
     evbuffer* in = client_.input();
     std::size_t avail = evbuffer_get_length(in);
-    if (avail == 0) break;
+    if (avail == 0) { splice_request_body(); break; }  // nothing buffered: the socket's bytes may go by splice
     if (request_.mode == BodyMode::length) {
       std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, request_.remaining));
       upstream_.send_body(in, n);
@@ -219,12 +219,6 @@ void Exchange::on_upstream_connected() {
     retry_reason_.reset();
   }
   if (phase_ == Phase::connecting) move_to(request_.done ? Phase::awaiting_head : Phase::sending);
-}
-
-void Exchange::on_request_drained() { client_.resume_reading(); }
-
-void Exchange::on_client_drained() {
-  if (phase_ == Phase::streaming) upstream_.resume_response();
 }
 
 bool Exchange::response_congested() { return sink_.congested(); }

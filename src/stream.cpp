@@ -175,7 +175,7 @@ void Stream::on_timer(evutil_socket_t, short, void* arg) {
     if (self->fd_ >= 0) self->arm_timer();
     return;
   }
-  bool waiting_to_write = self->connecting_ || self->output_length() > 0;
+  bool waiting_to_write = self->connecting_ || self->output_length() > 0 || self->raw_write_waiting_;
   if (self->write_deadline_ && waiting_to_write && now >= *self->write_deadline_) {
     self->write_deadline_.reset();
     self->report(timeout | writing);
@@ -202,6 +202,12 @@ void Stream::handle_io(short what) {
       return;
     }
     if (!write_and_notify()) return;
+    if (raw_write_waiting_ && output_length() == 0) {
+      raw_write_waiting_ = false;
+      write_deadline_.reset();
+      if (handler_) handler_->on_stream_drained(*this);
+      if (fd_ < 0) return;
+    }
   }
   if (what & EV_CLOSED) peer_closed_ = true;
   if (what & (EV_READ | EV_CLOSED)) {
@@ -233,6 +239,12 @@ void Stream::finish_connect() {
 
 void Stream::do_read() {
   while (reading_ && read_ready_ && fd_ >= 0 && !eof_) {
+    if (raw_input_) {
+      // A splice pump reads the socket (it may have taken over in the last
+      // callback); one call per edge, it yields by kick().
+      if (handler_) handler_->on_stream_readable(*this);
+      return;
+    }
     std::size_t have = input_length();
     if (have >= input_limit_) return;  // stays ready: kick() resumes once the owner consumed
     std::size_t want = std::min<std::size_t>(kReadSize, input_limit_ - have);
@@ -359,6 +371,42 @@ void Stream::flush() {
     pending_error_ = true;
     event_active(&io_event_, EV_WRITE, 1);
   }
+}
+
+void Stream::note_raw_read(bool drained) {
+  if (drained) read_ready_ = false;
+  else if (read_timeout_ && reading_) read_deadline_ = Clock::now() + *read_timeout_;
+}
+
+void Stream::report_raw_end(int err) {
+  if (fd_ < 0) return;
+  read_ready_ = false;
+  if (err != 0) {
+    raise_error(reading, err);
+    return;
+  }
+  eof_ = true;
+  report(eof | reading);
+}
+
+void Stream::note_raw_write(bool progress, bool blocked) {
+  if (!blocked) {
+    if (progress) write_deadline_.reset();
+    return;
+  }
+  write_ready_ = false;
+  raw_write_waiting_ = true;
+  if (write_timeout_ && (progress || !write_deadline_)) {
+    write_deadline_ = Clock::now() + *write_timeout_;
+    arm_timer();
+  }
+}
+
+void Stream::fail_raw_write(int err) {
+  if (fd_ < 0) return;
+  last_error_ = err;
+  pending_error_ = true;
+  event_active(&io_event_, EV_WRITE, 1);
 }
 
 void Stream::raise_error(short direction, int err) {

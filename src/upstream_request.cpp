@@ -26,6 +26,7 @@ UpstreamRequest::~UpstreamRequest() { release(); }
 void UpstreamRequest::set_head(std::string head) { replay_ = std::move(head); }
 
 void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reused) {
+  stop_splicing();
   conn_ = std::move(conn);
   conn_->set_owner(this);
   conn_id_ = conn_->id;
@@ -150,7 +151,7 @@ void UpstreamRequest::arm_timeouts() {
   // The read timeout starts once the whole request has been written (or an
   // early answer began): a slow upload is governed by the client's
   // body_timeout and the send timeout, not by the backend's silence.
-  bool waiting = head_seen_ || (request_complete_ && s.output_length() == 0);
+  bool waiting = head_seen_ || (request_complete_ && s.output_length() == 0 && !request_splice_);
   s.set_read_timeout(waiting ? std::optional<Millis>(cfg.read_timeout) : std::nullopt);
   s.set_write_timeout(cfg.send_timeout);
 }
@@ -158,12 +159,13 @@ void UpstreamRequest::arm_timeouts() {
 bool UpstreamRequest::reusable() const noexcept {
   return conn_ && !failed_ && response_complete_ && request_complete_ && !backend_close_ &&
          mode_ != BodyMode::until_close && conn_->stream().input_length() == 0 &&
-         conn_->stream().output_length() == 0;
+         conn_->stream().output_length() == 0 && !request_splice_ && !response_splice_;
 }
 
 void UpstreamRequest::release() {
   if (!conn_) return;
   bool verdict = reusable();
+  stop_splicing();
   conn_->set_owner(nullptr);
   pool_.release(std::move(conn_), verdict);
 }
@@ -189,11 +191,6 @@ void UpstreamRequest::on_upstream_readable(UpstreamConnection& conn) {
   process_response();
 }
 
-void UpstreamRequest::on_upstream_drained(UpstreamConnection&) {
-  if (!request_complete_) events_.on_request_drained();
-  else if (!head_seen_ && conn_ && conn_->stream().output_length() == 0) arm_timeouts();
-}
-
 void UpstreamRequest::process_response() {
   // Whatever this pass produced for the client is written before returning:
   // one write per pass, not one per chunk.
@@ -204,7 +201,10 @@ void UpstreamRequest::process_response() {
   while (conn_ && !response_complete_ && !failed_) {
     evbuffer* in = conn_->input();
     std::size_t avail = evbuffer_get_length(in);
-    if (avail == 0) return;
+    if (avail == 0) {
+      if (head_seen_) pump_response_splice();  // the rest of the body, once the buffered part is out
+      return;
+    }
     if (head_seen_ && events_.response_congested()) {
       if (!paused_) {
         conn_->stream().disable_read();
@@ -316,6 +316,8 @@ bool UpstreamRequest::handle_head() {
   if (!request_complete_) arm_timeouts();
   events_.on_response_head(h, mode_);
   if (!conn_ || failed_) return false;
+  if (mode_ == BodyMode::length || mode_ == BodyMode::until_close)
+    splice_to_ = events_.response_splice_target(mode_ == BodyMode::length ? std::optional(remaining_) : std::nullopt);
   // Only a chunked body goes through the parser; the head is done with.
   if (mode_ == BodyMode::chunked) parser_.resume_chunked_body(&relay_);
   else parser_.reset();
@@ -349,6 +351,7 @@ void UpstreamRequest::fail(ProxyError error, const char* detail) {
   facts.idempotent = options_.idempotent;
   facts.replay_complete = replay_complete_;
   failed_ = true;
+  stop_splicing();
   if (reused_ && !bytes_seen_ && (error == ProxyError::closed_before_response || error == ProxyError::send_failed))
     pool_.learn_from_race(*conn_);
   // The connection is given up before anyone hears of the failure: a retry

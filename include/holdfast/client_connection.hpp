@@ -70,6 +70,8 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   // The address part of peer(), without brackets.
   std::string_view peer_ip() const noexcept;
   evbuffer* input() { return stream_.input(); }
+  // The socket itself, for a request body moved by splice(2).
+  Stream& stream() noexcept { return stream_; }
   // Exists from the first byte of a request head until the connection is
   // idle again; an idle connection carries no parser.
   HttpParser& parser() noexcept { return *parser_; }
@@ -94,6 +96,8 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   void flush() override { stream_.flush(); }
   bool congested() override;
   std::uint64_t response_bytes() const noexcept override { return response_bytes_; }
+  Stream* splice_target() override { return response_chunked_ ? nullptr : &stream_; }
+  void note_spliced(std::size_t n) override { response_bytes_ += n; }
 
   // --- For the Worker ---
   // The tunnel ended (it already closed its upstream side).

@@ -182,6 +182,9 @@ struct Config {
   // Reload when the config file (or the directory holding it, for
   // Kubernetes ConfigMap symlink swaps) changes, as on SIGHUP.
   bool reload_on_change = false;
+  // Message bodies at least this long (Content-Length), and close-delimited
+  // response bodies, move socket to socket with splice(2); 0: never.
+  std::uint64_t splice_min_body = 64 * 1024;
   // DNS servers for upstream host names ("127.0.0.1:5353"); empty: the
   // system's (/etc/resolv.conf).
   std::vector<Endpoint> resolver;

@@ -21,6 +21,8 @@
 
 namespace holdfast {
 
+class Stream;
+
 class DownstreamSink {
  public:
   // How the body after a head is delimited upstream; the sink picks the
@@ -55,6 +57,12 @@ class DownstreamSink {
   virtual bool congested() = 0;
   // Bytes queued for the client since the current response began.
   virtual std::uint64_t response_bytes() const noexcept = 0;
+  // The client's stream, when the body after send_head() may be written to
+  // its socket directly (splice(2)) once the sink's output is empty; nullptr
+  // when the sink must frame it (chunked toward the client).
+  virtual Stream* splice_target() { return nullptr; }
+  // `n` body bytes reached the client that way.
+  virtual void note_spliced(std::size_t) {}
 };
 
 }  // namespace holdfast

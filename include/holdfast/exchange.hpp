@@ -134,6 +134,13 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   void on_response_end(const HeaderList& trailers) override;
   void flush_response() override;
   void on_upstream_error(ProxyError error, const char* detail, RetryClass retry) override;
+  // splice(2) (exchange_splice.cpp): which bodies qualify, and the counting.
+  Stream* response_splice_target(std::optional<std::uint64_t> length) override;
+  void on_response_spliced(std::size_t n) override;
+  void on_request_spliced(std::size_t n) override;
+  // Called when no request body byte is buffered: moves a large
+  // Content-Length body on from the client's socket by splice, when it qualifies.
+  void splice_request_body();
 
   ClientConnection& client_;
   DownstreamSink& sink_;
@@ -153,6 +160,7 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   bool expect_continue_ = false;
   bool retried_ = false;          // the free retry after a reused connection failed was taken
   bool server_chosen_ = false;    // server_ names a real choice (for the log and per-server figures)
+  bool splice_refused_ = false;   // the request body goes through the buffers
   unsigned failovers_ = 0;        // attempts moved on after a failure that reached no backend
   std::optional<Counter> retry_reason_;  // a retry to count once its connection is up
   const std::string* upgrade_;    // the Upgrade value this request may switch to, in head_

@@ -90,7 +90,10 @@ namespace holdfast {
     "Periodic lookups of upstream server host names (failed ones included).")                                     \
   X(dns_failures, worker, "dns_resolution_failures_total", "",                                                   \
     "Host name lookups that failed (timeout, SERVFAIL, NXDOMAIN, no address); the last good answer stays.")        \
-  X(dns_changes, worker, "dns_changes_total", "", "Host name lookups whose addresses differed from those in use.")
+  X(dns_changes, worker, "dns_changes_total", "", "Host name lookups whose addresses differed from those in use.") \
+  X(spliced_response_bytes, worker, "spliced_bytes_total", "direction=\"response\"",                             \
+    "Body bytes moved socket to socket with splice(2), by direction (response: backend to client).")              \
+  X(spliced_request_bytes, worker, "spliced_bytes_total", "direction=\"request\"", "")
 
 // X(id, scope, family, labels, aggregate over workers, scale to base unit, help)
 #define HOLDFAST_GAUGES(X)                                                                                        \

@@ -152,6 +152,26 @@ class Stream {
   // Sends FIN (shutdown of the writing side); reading goes on.
   void shutdown_write() noexcept;
 
+  // --- For a splice(2) pump (splice.hpp), which reads or writes the socket
+  // itself while the stream keeps its events, timeouts and error reporting ---
+  // Raw input: a readiness edge calls on_stream_readable without a recv
+  // (input() stays as it is); the pump reads and reports through note_raw_read.
+  void set_raw_input(bool on) noexcept { raw_input_ = on; }
+  bool read_ready() const noexcept { return read_ready_ && !eof_ && fd_ >= 0; }
+  bool write_ready() const noexcept { return write_ready_ && !connecting_ && fd_ >= 0; }
+  // Bytes were read around input(): restarts the read timeout. `drained`:
+  // EAGAIN or EOF seen, so wait for the next edge.
+  void note_raw_read(bool drained);
+  // Ends reading as a recv would have: eof (err 0) or error, reported now.
+  void report_raw_end(int err);
+  // A write around output(): `progress` moved bytes; `blocked` met EAGAIN,
+  // so the next writable edge calls on_stream_drained and the send timeout
+  // counts meanwhile.
+  void note_raw_write(bool progress, bool blocked);
+  void end_raw_write() noexcept { raw_write_waiting_ = false; }
+  // Reported from the loop, as flush() does.
+  void fail_raw_write(int err);
+
  private:
   // An empty evbuffer, from this thread's cache of freed ones when it has
   // one; drop_buffer() gives one back (freed if the cache is full).
@@ -190,6 +210,8 @@ class Stream {
   bool io_added_ = false;
   bool timer_armed_ = false;
   bool pending_error_ = false;  // a write error waits to be reported from the loop
+  bool raw_input_ = false;      // a splice pump reads the socket (set_raw_input)
+  bool raw_write_waiting_ = false;  // a splice pump waits for a writable edge
   int last_error_ = 0;
   std::uint32_t input_limit_ = 256 * 1024;
   std::uint32_t drain_mark_ = 0;

@@ -12,12 +12,14 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "holdfast/errors.hpp"
 #include "holdfast/http_message.hpp"
 #include "holdfast/retry.hpp"
+#include "holdfast/splice.hpp"
 #include "holdfast/upstream_connection.hpp"
 
 namespace holdfast {
@@ -49,6 +51,13 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
     virtual void flush_response() = 0;
     // The attempt failed; the connection is already given up.
     virtual void on_upstream_error(ProxyError error, const char* detail, RetryClass retry) = 0;
+    // Where the response body may go by splice(2) (upstream_splice.cpp): the
+    // client's stream, or nullptr for the buffered path. `length`: the
+    // Content-Length; nullopt for a close-delimited body.
+    virtual Stream* response_splice_target(std::optional<std::uint64_t>) { return nullptr; }
+    // Body bytes that reached the client (response) or the backend (request) by splice.
+    virtual void on_response_spliced(std::size_t) {}
+    virtual void on_request_spliced(std::size_t) {}
   };
 
   struct Options {
@@ -80,6 +89,18 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   // The upstream output is above its high mark even after a write.
   bool congested();
   void flush();
+
+  // --- Request body by splice(2) (upstream_splice.cpp) ---
+  struct SpliceStep {
+    std::uint64_t taken = 0;  // body bytes read from the client's socket by this call
+    bool blocked = false;     // the backend cannot take more: pause the client's reading
+    bool fallback = false;    // splice cannot be used: relay through buffers
+  };
+  // Moves Content-Length body bytes (at most `left`) from the client's socket
+  // `from` straight to the backend's once the connection is up. Precondition:
+  // no body byte waits in from.input(). The replay copy is given up (the
+  // caller splices only bodies larger than retry_buffer).
+  SpliceStep splice_body(Stream& from, std::uint64_t left);
 
   // --- Response decoder ---
   void resume_response();
@@ -126,6 +147,10 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   void complete_response();
   void fail(ProxyError error, const char* detail);
   Phase attempt_phase() const noexcept;
+  // splice(2) relays (upstream_splice.cpp).
+  void pump_response_splice();
+  void continue_request_splice();
+  void stop_splicing() noexcept;
 
   Events& events_;
   UpstreamPool& pool_;
@@ -155,6 +180,12 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   bool paused_ = false;              // reading stopped for the client's backpressure
   bool failed_ = false;
   unsigned interim_ = 0;             // 1xx answers so far (bounded: see handle_head)
+
+  // splice(2) relays; each exists only while its body moves, and both end
+  // before the connection leaves (stop_splicing).
+  Stream* splice_to_ = nullptr;      // the client's stream when the response body may be spliced
+  std::unique_ptr<SplicePump> response_splice_;
+  std::unique_ptr<SplicePump> request_splice_;
 };
 
 }  // namespace holdfast

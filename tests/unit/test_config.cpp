@@ -203,3 +203,13 @@ TEST_CASE("describe_config says what holdfast does when the backend's timeout is
   d = describe_config(load_config_text(std::string(kBase) + "    backend_keepalive_timeout: 5s\n", "t.yaml"));
   CHECK(d.find("idle timeout is unknown") == std::string::npos);
 }
+
+TEST_CASE("splice_min_body: a size, 64k by default, 0 turns splicing off") {
+  CHECK(load_config_text(kBase, "t.yaml").splice_min_body == 64 * 1024);
+  CHECK(load_config_text(std::string(kBase) + "splice_min_body: 1m\n", "t.yaml").splice_min_body == 1024 * 1024);
+  auto off = load_config_text(std::string(kBase) + "splice_min_body: 0\n", "t.yaml");
+  CHECK(off.splice_min_body == 0);
+  CHECK(describe_config(off).find("splice_min_body: 0") != std::string::npos);
+  auto e = error_of(std::string(kBase) + "splice_min_body: lots\n");
+  CHECK(e.find("t.yaml:6: splice_min_body:") == 0);
+}
