@@ -198,6 +198,16 @@ void Stream::handle_io(short what) {
     write_ready_ = true;
     if (pending_error_) {
       pending_error_ = false;
+      // A peer that answered and closed (an early 401 while a spliced body
+      // was going up) makes the write fail; its answer is read first, as on
+      // the buffered path, where it arrives before the write error does.
+      if (reading_ && !raw_input_ && !eof_) {
+        const int err = last_error_;
+        read_ready_ = true;
+        do_read();
+        if (fd_ < 0) return;
+        last_error_ = err;
+      }
       raise_error(writing, last_error_);
       return;
     }
