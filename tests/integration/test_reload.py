@@ -16,7 +16,7 @@ import time
 import unittest
 
 from metrics_lib import ADMIN, admin_get
-from harness import (LOOPBACK, SLOW, HttpClient, KeepAliveBackend, ProxyTestCase, Proxy, get, make_config,
+from harness import (LOOPBACK, SLOW, HttpClient, closed_port, KeepAliveBackend, ProxyTestCase, Proxy, get, make_config,
                      to_yaml, wait_until)
 
 
@@ -36,14 +36,6 @@ def reload_and_wait(test, proxy, version, timeout=10.0):
     ok = wait_until(lambda: version in versions_active(proxy) or "reload failed" in proxy.stderr_text(), timeout * SLOW)
     test.assertTrue(ok, f"no reload line for version {version}:\n{proxy.stderr_text()[-2000:]}")
     test.assertIn(version, versions_active(proxy), proxy.stderr_text()[-2000:])
-
-
-def free_port():
-    s = socket.socket()
-    s.bind((LOOPBACK, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Load:
@@ -210,7 +202,7 @@ class ReloadTest(ProxyTestCase):
         a = self.backend(name="a")
         cfg = make_config([a.port])
         p = self.proxy(cfg)
-        extra = free_port()
+        extra = closed_port()  # free now, listened on after the reload
         old = self.client(p.port)
         self.assertEqual(old.request("GET", "/").status, 200)
         cfg2 = dict(cfg)
