@@ -70,19 +70,12 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bo
     s.idle.pop_back();
     conn->server = server;  // from here on it is this pool's (it may have idled in a newer version's)
     // The peek: a connection the backend closed (or wrote to) while idle is
-    // dropped here at no cost to the request, before a byte is written.
-    // It is skipped (one recv saved per reuse) only when it could tell
-    // nothing newer than the event loop already knows: the socket was seen
-    // quiet in this loop turn (by this turn's epoll_wait, or by its own last
-    // read if later; see Stream::quiet_as_observed), so only bytes or a FIN
-    // sent during this turn could be missed -- and those would equally
-    // arrive just after a peek. Connections idle for a second or more keep
-    // the peek: that is where backends' idle-timeout closes land (none
-    // closes sooner, see IdleCloseEstimate::kShortest), and where the cost of
-    // one recv is spread over a long idle time anyway.
-    const bool seen_quiet =
-        now - conn->last_used < IdleCloseEstimate::kShortest && conn->stream().quiet_as_observed();
-    if (!seen_quiet && !conn->quiet_and_open()) {
+    // dropped here at no cost to the request, before a byte is written. It
+    // is made on every reuse: skipping it when the event loop had seen the
+    // socket quiet in the same turn missed a FIN that was already queued
+    // (test_metrics' dead_at_checkout), and the race it guards is the one
+    // this proxy exists to win.
+    if (!conn->quiet_and_open()) {
       worker_.stats().add(slot(server), Counter::evict_dead_at_checkout);
       // Retired first, so that the gauges observe_close() publishes no longer
       // count it; the object itself lives until the next loop turn.
