@@ -37,12 +37,7 @@ UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config, const s
 UpstreamPool::~UpstreamPool() {
   // Servers whose newest version this is close their idle connections now;
   // leased ones (held by exchanges of this version) close when handed back.
-  for (auto& s : servers_)
-    if (s->home == this) {
-      s->removed = true;
-      close_idle_of(*s);
-      s->home = nullptr;
-    }
+  drain_unadopted();
 }
 
 UpstreamPool::Server::~Server() {
