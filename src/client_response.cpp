@@ -2,7 +2,7 @@
 // chunk framing, error answers and the client's Keep-Alive policy.
 #include <spdlog/spdlog.h>
 
-#include <cstdio>
+#include <charconv>
 
 #include "holdfast/client_connection.hpp"
 #include "holdfast/exchange.hpp"
@@ -33,11 +33,15 @@ void ClientConnection::response_policy(std::string& out, bool must_close) {
     out += "Connection: close\r\n";
     return;
   }
-  char buf[96];
-  int n = std::snprintf(buf, sizeof buf, "Connection: keep-alive\r\nKeep-Alive: timeout=%lld, max=%llu\r\n",
-                        static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000),
-                        static_cast<unsigned long long>(cfg.keepalive_requests - served_));
-  out.append(buf, static_cast<std::size_t>(n));
+  // to_chars: snprintf's format parsing cost more than the rest of the head.
+  char num[24];
+  out += "Connection: keep-alive\r\nKeep-Alive: timeout=";
+  auto r = std::to_chars(num, num + sizeof num, static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000));
+  out.append(num, r.ptr);
+  out += ", max=";
+  r = std::to_chars(num, num + sizeof num, static_cast<unsigned long long>(cfg.keepalive_requests - served_));
+  out.append(num, r.ptr);
+  out += "\r\n";
 }
 
 void ClientConnection::send_interim(const MessageHead& h) {

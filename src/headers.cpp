@@ -26,13 +26,6 @@ void for_each_list_item(std::string_view value, F&& f) {
 }
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower(b[i])) return false;
-  return true;
-}
-
 std::vector<std::string> connection_tokens(const HeaderList& headers) {
   std::vector<std::string> tokens;
   for (const auto& h : headers) {
@@ -50,12 +43,32 @@ bool has_token(const std::vector<std::string>& tokens, std::string_view token) n
   return std::any_of(tokens.begin(), tokens.end(), [&](const std::string& t) { return iequals(t, token); });
 }
 
+bool is_fixed_hop_by_hop(std::string_view name) noexcept {
+  // By length first: most names match none of the lengths.
+  switch (name.size()) {
+    case 2: return iequals(name, "te");
+    case 7: return iequals(name, "trailer") || iequals(name, "upgrade");
+    case 10: return iequals(name, "connection") || iequals(name, "keep-alive");
+    case 16: return iequals(name, "proxy-connection");
+    case 17: return iequals(name, "transfer-encoding");
+    default: return false;
+  }
+}
+
 bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& tokens) noexcept {
-  static constexpr std::string_view fixed[] = {"connection", "keep-alive", "proxy-connection", "te",
-                                               "trailer",    "transfer-encoding", "upgrade"};
-  for (auto f : fixed)
-    if (iequals(name, f)) return true;
-  return has_token(tokens, name);
+  return is_fixed_hop_by_hop(name) || has_token(tokens, name);
+}
+
+bool list_has_token(std::string_view list, std::string_view token) noexcept {
+  bool found = false;
+  for_each_list_item(list, [&](std::string_view item) { found = found || iequals(item, token); });
+  return found;
+}
+
+bool connection_has_token(const HeaderList& headers, std::string_view token) noexcept {
+  for (const auto& h : headers)
+    if (iequals(h.name, "connection") && list_has_token(h.value, token)) return true;
+  return false;
 }
 
 const std::string* find_header(const HeaderList& headers, std::string_view name) noexcept {

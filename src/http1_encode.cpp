@@ -1,20 +1,48 @@
 #include "holdfast/http1_encode.hpp"
 
 #include <cstdio>
+#include <cstring>
 
 namespace holdfast {
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
-  out.append(name);
-  out.append(": ");
-  out.append(value);
-  out.append("\r\n");
+  // One growth of the string and four copies, instead of four appends.
+  std::size_t at = out.size();
+  out.resize(at + name.size() + value.size() + 4);
+  char* p = out.data() + at;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = ':';
+  *p++ = ' ';
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  *p++ = '\r';
+  *p = '\n';
 }
 
 void append_end_to_end(std::string& out, const HeaderList& headers, std::initializer_list<std::string_view> skip) {
-  auto tokens = connection_tokens(headers);
+  // The Connection fields are found once and searched in place for each
+  // field's name; a head with more of them than fit here falls back to the
+  // copied token list.
+  constexpr std::size_t kHeld = 4;
+  const std::string* connection[kHeld];
+  std::size_t held = 0;
+  bool spilled = false;
+  for (const auto& h : headers)
+    if (iequals(h.name, "connection")) {
+      if (held < kHeld) connection[held++] = &h.value;
+      else spilled = true;
+    }
+  std::vector<std::string> tokens;
+  if (spilled) tokens = connection_tokens(headers);
+  auto named_by_connection = [&](std::string_view name) {
+    if (spilled) return has_token(tokens, name);
+    for (std::size_t i = 0; i < held; ++i)
+      if (list_has_token(*connection[i], name)) return true;
+    return false;
+  };
   for (const auto& h : headers) {
-    if (is_hop_by_hop(h.name, tokens) && !iequals(h.name, "host")) continue;
+    if ((is_fixed_hop_by_hop(h.name) || (held > 0 && named_by_connection(h.name))) && !iequals(h.name, "host")) continue;
     bool skipped = false;
     for (auto s : skip)
       if (iequals(h.name, s)) {
@@ -55,11 +83,10 @@ bool is_idempotent(const MessageHead& h) noexcept {
 }
 
 const std::string* allowed_upgrade(const MessageHead& h, const std::vector<std::string>& allowed) {
-  // Upgrade is rare: looked for first, so that the Connection tokens (a
-  // vector of strings) are only collected for a request that has one.
+  // Upgrade is rare: looked for first.
   if (allowed.empty()) return nullptr;
   const std::string* value = find_header(h.headers, "upgrade");
-  if (!value || !has_token(connection_tokens(h.headers), "upgrade")) return nullptr;
+  if (!value || !connection_has_token(h.headers, "upgrade")) return nullptr;
   std::string_view rest = *value;
   int protocols = 0;
   while (!rest.empty()) {

@@ -302,8 +302,8 @@ bool UpstreamRequest::handle_head() {
   if (bodiless) {
     // llhttp reads a response without a length as close-delimited, not
     // knowing the request was HEAD; the connection's fate is the fields'.
-    auto tokens = connection_tokens(h.headers);
-    backend_close_ = has_token(tokens, "close") || (!is_http11(h) && !has_token(tokens, "keep-alive"));
+    backend_close_ = connection_has_token(h.headers, "close") ||
+                     (!is_http11(h) && !connection_has_token(h.headers, "keep-alive"));
   } else {
     backend_close_ = !h.keep_alive || mode_ == BodyMode::until_close;
   }

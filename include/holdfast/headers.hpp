@@ -20,7 +20,19 @@ struct HeaderField {
 // Order and repeats are kept: they are part of what an end-to-end field means.
 using HeaderList = std::vector<HeaderField>;
 
-bool iequals(std::string_view a, std::string_view b) noexcept;
+// ASCII case-insensitive equality. Inline: it runs for every field of every
+// head, mostly to find that the lengths differ.
+inline bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x == y) continue;
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
 
 // Lower-cased tokens of every Connection field (e.g. "close", "keep-alive",
 // "x-secret"). Tokens name further hop-by-hop fields.
@@ -33,6 +45,16 @@ bool has_token(const std::vector<std::string>& tokens, std::string_view token) n
 // `connection_tokens`. Content-Length is not hop-by-hop, but holdfast frames
 // each leg itself, so callers treat it separately.
 bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& tokens) noexcept;
+
+// The fixed part of that set alone.
+bool is_fixed_hop_by_hop(std::string_view name) noexcept;
+
+// Whether the comma-separated `list` holds `token` (case-insensitive).
+bool list_has_token(std::string_view list, std::string_view token) noexcept;
+
+// Whether any Connection field names `token`: has_token(connection_tokens(h), t)
+// without building the token list.
+bool connection_has_token(const HeaderList& headers, std::string_view token) noexcept;
 
 // First value of `name`, or nullptr.
 const std::string* find_header(const HeaderList& headers, std::string_view name) noexcept;

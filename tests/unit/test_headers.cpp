@@ -19,6 +19,26 @@ TEST_CASE("Connection tokens name further hop-by-hop fields") {
   CHECK_FALSE(is_hop_by_hop("X-Other", tokens));
 }
 
+TEST_CASE("Connection tokens are found in place without being copied") {
+  HeaderList h{{"Connection", "close, X-Secret"}, {"connection", " Foo ,,"}, {"X-Secret", "1"}};
+  CHECK(connection_has_token(h, "close"));
+  CHECK(connection_has_token(h, "x-secret"));
+  CHECK(connection_has_token(h, "FOO"));
+  CHECK_FALSE(connection_has_token(h, "fo"));
+  CHECK_FALSE(connection_has_token(h, "keep-alive"));
+  CHECK_FALSE(connection_has_token({{"X-Connection", "close"}}, "close"));
+  CHECK(list_has_token(" a ,\tb\t", "B"));
+  CHECK_FALSE(list_has_token("ab", "a"));
+  CHECK_FALSE(list_has_token("", ""));
+  for (auto name : {"connection", "KEEP-ALIVE", "Proxy-Connection", "te", "Trailer", "transfer-encoding", "UPGRADE"})
+    CHECK(is_fixed_hop_by_hop(name));
+  for (auto name : {"Host", "TE2", "Content-Length", "Transfer-Encodings", "x-secret", ""})
+    CHECK_FALSE(is_fixed_hop_by_hop(name));
+  CHECK(iequals("Content-LENGTH", "content-length"));
+  CHECK_FALSE(iequals("content-lengtx", "content-length"));
+  CHECK_FALSE(iequals("[", "{"));  // only ASCII letters fold
+}
+
 TEST_CASE("Keep-Alive hints are parsed leniently and safely") {
   auto hint = parse_keep_alive({{"Keep-Alive", "timeout=5, max=100"}});
   CHECK(hint.timeout == Millis(5000));
