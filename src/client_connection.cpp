@@ -182,7 +182,7 @@ void ClientConnection::begin_exchange() {
   }
   // RFC 9112 3.2: an HTTP/1.1 request without exactly one Host is refused.
   int hosts = 0;
-  const std::string* host = nullptr;
+  const std::string_view* host = nullptr;
   for (const auto& h : head.headers)
     if (iequals(h.name, "host")) {
       ++hosts;
@@ -192,7 +192,7 @@ void ClientConnection::begin_exchange() {
     reject(ProxyError::bad_request, "missing or repeated Host");
     return;
   }
-  auto group = worker_.router().route(host ? std::string_view(*host) : std::string_view(), head.target);
+  auto group = worker_.router().route(host ? *host : std::string_view(), head.target);
   if (!group) {
     reject(ProxyError::no_route, head.target.c_str());
     return;

@@ -52,7 +52,7 @@ void Exchange::start() {
     client_.parser().reset();  // the body, if any, is moved without the parser
   }
   upstream_.set_head(encode_request_head(head_, ForwardInfo{client_.peer_ip(), pool_.address(0).authority,
-                                                           upgrade_ ? std::string_view(*upgrade_) : "",
+                                                           upgrade_ ? *upgrade_ : "",
                                                            generation_->config().via.upstream}));
   if (request_.mode == BodyMode::none || (request_.mode == BodyMode::length && request_.remaining == 0)) {
     // No body: the request is complete before it is sent, so the upstream

@@ -71,7 +71,7 @@ bool connection_has_token(const HeaderList& headers, std::string_view token) noe
   return false;
 }
 
-const std::string* find_header(const HeaderList& headers, std::string_view name) noexcept {
+const std::string_view* find_header(const HeaderList& headers, std::string_view name) noexcept {
   for (const auto& h : headers)
     if (iequals(h.name, name)) return &h.value;
   return nullptr;

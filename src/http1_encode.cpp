@@ -21,24 +21,32 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
 }
 
 void append_end_to_end(std::string& out, const HeaderList& headers, std::initializer_list<std::string_view> skip) {
-  // The Connection fields are found once and searched in place for each
-  // field's name; a head with more of them than fit here falls back to the
-  // copied token list.
-  constexpr std::size_t kHeld = 4;
-  const std::string* connection[kHeld];
+  // The tokens of the Connection fields are collected once as views; a head
+  // with more of them than fit here falls back to the copied token list.
+  constexpr std::size_t kHeld = 8;
+  std::string_view held_tokens[kHeld];
   std::size_t held = 0;
   bool spilled = false;
   for (const auto& h : headers)
     if (iequals(h.name, "connection")) {
-      if (held < kHeld) connection[held++] = &h.value;
-      else spilled = true;
+      std::string_view rest = h.value;
+      while (!rest.empty() && !spilled) {
+        auto comma = rest.find(',');
+        auto item = rest.substr(0, comma);
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+        while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+        if (item.empty()) continue;
+        if (held < kHeld) held_tokens[held++] = item;
+        else spilled = true;
+      }
     }
   std::vector<std::string> tokens;
   if (spilled) tokens = connection_tokens(headers);
   auto named_by_connection = [&](std::string_view name) {
     if (spilled) return has_token(tokens, name);
     for (std::size_t i = 0; i < held; ++i)
-      if (list_has_token(*connection[i], name)) return true;
+      if (iequals(held_tokens[i], name)) return true;
     return false;
   };
   for (const auto& h : headers) {
@@ -82,10 +90,10 @@ bool is_idempotent(const MessageHead& h) noexcept {
   return find_header(h.headers, "idempotency-key") != nullptr;
 }
 
-const std::string* allowed_upgrade(const MessageHead& h, const std::vector<std::string>& allowed) {
+const std::string_view* allowed_upgrade(const MessageHead& h, const std::vector<std::string>& allowed) {
   // Upgrade is rare: looked for first.
   if (allowed.empty()) return nullptr;
-  const std::string* value = find_header(h.headers, "upgrade");
+  const std::string_view* value = find_header(h.headers, "upgrade");
   if (!value || !connection_has_token(h.headers, "upgrade")) return nullptr;
   std::string_view rest = *value;
   int protocols = 0;
@@ -118,7 +126,7 @@ std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
   out.append(" HTTP/1.1\r\n");
   append_end_to_end(out, h.headers, {"content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"});
 
-  const std::string* host = find_header(h.headers, "host");
+  const std::string_view* host = find_header(h.headers, "host");
   if (!host) append_field(out, "Host", info.default_host);
   // X-Forwarded-For: the chain so far, then the address holdfast saw.
   std::string xff;

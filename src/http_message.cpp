@@ -8,12 +8,6 @@ namespace holdfast {
 namespace {
 HttpParser* self(llhttp_t* p) { return static_cast<HttpParser*>(p->data); }
 
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  return s;
-}
-
 // Checks llhttp leaves to its user, made before a byte of the head is acted
 // on. `status_digits` is the length of a response's status code as received
 // (-1 when unknown). Returns why the head is refused, or nullptr.
@@ -224,12 +218,8 @@ int HttpParser::on_status(llhttp_t* p, const char* at, std::size_t len) {
 int HttpParser::on_header_field(llhttp_t* p, const char* at, std::size_t len) {
   auto* s = self(p);
   HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
-  if (list.capacity() == 0) list.reserve(16);  // one allocation for a typical head
-  if (s->value_started_ || list.empty()) {
-    list.push_back({});
-    s->value_started_ = false;
-  }
-  list.back().name.append(at, len);
+  list.append_name(std::string_view(at, len), s->value_started_);
+  s->value_started_ = false;
   return 0;
 }
 
@@ -238,7 +228,7 @@ int HttpParser::on_header_value(llhttp_t* p, const char* at, std::size_t len) {
   HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
   s->value_started_ = true;
   if (list.empty()) return -1;
-  list.back().value.append(at, len);
+  list.append_value(std::string_view(at, len));
   return 0;
 }
 
@@ -248,11 +238,7 @@ int HttpParser::on_header_value_complete(llhttp_t* p) {
   // An empty value produces no on_header_value call; make sure the next
   // field starts a new entry all the same.
   s->value_started_ = true;
-  if (!list.empty()) {
-    auto& v = list.back().value;
-    auto t = trim_ows(v);
-    if (t.size() != v.size()) v = std::string(t);
-  }
+  list.trim_last_value();
   return 0;
 }
 

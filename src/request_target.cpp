@@ -137,12 +137,12 @@ const char* rewrite_request_target(MessageHead& head) {
   if (form->rest.empty() || form->rest.front() != '/') origin.push_back('/');
   origin.append(form->rest);
   head.target = std::move(origin);
-  for (auto& field : head.headers)
-    if (iequals(field.name, "host")) {
-      field.value = std::move(authority);
+  for (std::size_t i = 0; i < head.headers.size(); ++i)
+    if (iequals(head.headers[i].name, "host")) {
+      head.headers.set_value(i, authority);
       return nullptr;
     }
-  head.headers.insert(head.headers.begin(), HeaderField{"Host", std::move(authority)});
+  head.headers.insert_front("Host", authority);
   return nullptr;
 }
 

@@ -163,7 +163,7 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   bool splice_refused_ = false;   // the request body goes through the buffers
   unsigned failovers_ = 0;        // attempts moved on after a failure that reached no backend
   std::optional<Counter> retry_reason_;  // a retry to count once its connection is up
-  const std::string* upgrade_;    // the Upgrade value this request may switch to, in head_
+  const std::string_view* upgrade_;    // the Upgrade value this request may switch to, in head_
   ChunkForwarder forwarder_;
   UpstreamRequest upstream_;
 };

@@ -9,16 +9,9 @@
 #include <vector>
 
 #include "holdfast/duration.hpp"
+#include "holdfast/header_list.hpp"
 
 namespace holdfast {
-
-struct HeaderField {
-  std::string name;   // as received (case kept), so end-to-end fields pass unchanged
-  std::string value;  // leading/trailing whitespace already removed by the parser
-};
-
-// Order and repeats are kept: they are part of what an end-to-end field means.
-using HeaderList = std::vector<HeaderField>;
 
 // ASCII case-insensitive equality. Inline: it runs for every field of every
 // head, mostly to find that the lengths differ.
@@ -56,8 +49,8 @@ bool list_has_token(std::string_view list, std::string_view token) noexcept;
 // without building the token list.
 bool connection_has_token(const HeaderList& headers, std::string_view token) noexcept;
 
-// First value of `name`, or nullptr.
-const std::string* find_header(const HeaderList& headers, std::string_view name) noexcept;
+// First value of `name`, or nullptr; it points into `headers`.
+const std::string_view* find_header(const HeaderList& headers, std::string_view name) noexcept;
 
 // The transfer codings of a message other than a final "chunked", joined
 // ("gzip" for "gzip, chunked"). Transfer-Encoding is hop-by-hop, but its

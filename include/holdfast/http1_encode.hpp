@@ -40,7 +40,7 @@ struct ForwardInfo {
 // The request's Upgrade value when it asks to switch (Connection: upgrade)
 // to protocols that are all in `allowed` (lower-case names; h2c never), or
 // nullptr: the request is then forwarded without Upgrade like any other.
-const std::string* allowed_upgrade(const MessageHead& request, const std::vector<std::string>& allowed);
+const std::string_view* allowed_upgrade(const MessageHead& request, const std::vector<std::string>& allowed);
 
 // The request head sent upstream: origin request line as received, end-to-end
 // fields, X-Forwarded-*, Via when asked, Connection: keep-alive, and the

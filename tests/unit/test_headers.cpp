@@ -70,3 +70,42 @@ TEST_CASE("find_header is case-insensitive and returns the first") {
   CHECK(*find_header(h, "host") == "a");
   CHECK(find_header(h, "via") == nullptr);
 }
+
+TEST_CASE("HeaderList keeps its fields valid across growth, copies and moves") {
+  HeaderList h;
+  std::string long_value(3000, 'v');  // forces the store to grow under earlier views
+  h.append_name("X-", true);
+  h.append_name("One", false);
+  h.append_value("  a");
+  h.append_value("b \t");
+  h.trim_last_value();
+  h.append_name("X-Two", true);
+  h.append_value(long_value);
+  h.add("Empty", "");
+  REQUIRE(h.size() == 3);
+  CHECK(h[0].name == "X-One");
+  CHECK(h[0].value == "ab");
+  CHECK(h[1].value == long_value);
+  CHECK(h[2].value.empty());
+  h.set_value(0, "changed");
+  h.insert_front("Host", "a.example");
+  REQUIRE(h.size() == 4);
+  CHECK(h[0].name == "Host");
+  CHECK(h[1].value == "changed");
+  HeaderList copy = h;
+  h.set_value(1, "again");
+  CHECK(copy[1].value == "changed");
+  CHECK(copy[2].value == long_value);
+  HeaderList moved = std::move(copy);
+  CHECK(moved[0].value == "a.example");
+  CHECK(moved[3].name == "Empty");
+  copy = moved;
+  CHECK(copy[2].value == long_value);
+  const auto* value = find_header(moved, "x-two");
+  REQUIRE(value != nullptr);
+  CHECK(*value == long_value);
+  moved.clear();
+  CHECK(moved.empty());
+  moved.add("A", "1");
+  CHECK(moved[0].value == "1");
+}
