@@ -1,7 +1,7 @@
 #include "holdfast/header_list.hpp"
 
 #include <algorithm>
-#include <cstring>
+#include <utility>
 
 namespace holdfast {
 
@@ -20,40 +20,30 @@ constexpr std::size_t kKeptBytes = 16 * 1024;
 constexpr std::size_t kFirstFields = 16;
 constexpr std::size_t kKeptFields = 256;
 
-struct Spares {
-  std::vector<std::vector<char>> bytes;
-  std::vector<std::vector<HeaderField>> fields;
-  bool closed = false;  // the thread is ending: nothing more is kept
-  ~Spares() { closed = true; }
+struct SpareStore {
+  std::unique_ptr<char[]> data;
+  std::size_t capacity = 0;
 };
 
-Spares& spares() noexcept {
-  thread_local Spares s;
-  return s;
-}
+// Set when the thread's stash is gone (the thread is ending): lists freed
+// after that free their storage. Trivially destructible, so readable then.
+thread_local bool t_spares_gone = false;
 
-template <typename V>
-void take_spare(std::vector<V>& into, std::vector<std::vector<V>>& from, std::size_t first) {
-  if (!from.empty()) {
-    into.swap(from.back());
-    from.pop_back();
-  } else {
-    into.reserve(first);
+struct Spares {
+  std::vector<SpareStore> stores;
+  std::vector<std::vector<HeaderField>> fields;
+  Spares() {
+    stores.reserve(kKeepSpares);  // made once per thread: giving back never allocates
+    fields.reserve(kKeepSpares);
   }
-}
+  ~Spares() { t_spares_gone = true; }
+};
 
-template <typename V>
-void give_spare(std::vector<V>& v, std::vector<std::vector<V>>& to, std::size_t kept) noexcept {
-  if (spares().closed || v.capacity() == 0 || v.capacity() > kept || to.size() >= kKeepSpares) return;
-  if (to.capacity() == to.size()) return;  // never allocate while giving back
-  v.clear();
-  to.emplace_back(std::move(v));
-}
-
-std::string_view trim_ows(std::string_view s) noexcept {
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  return s;
+// nullptr once the thread's stash is gone.
+Spares* spares() noexcept {
+  if (t_spares_gone) return nullptr;
+  thread_local Spares s;
+  return &s;
 }
 }  // namespace
 
@@ -65,14 +55,15 @@ HeaderList::HeaderList(const HeaderList& other) { *this = other; }
 
 HeaderList& HeaderList::operator=(const HeaderList& other) {
   if (this == &other) return *this;
-  bytes_.clear();
+  size_ = 0;
   fields_.clear();
-  reserve_bytes(other.bytes_.size());
-  bytes_.insert(bytes_.end(), other.bytes_.begin(), other.bytes_.end());
+  if (other.size_ > capacity_) grow(other.size_);
+  if (other.size_ > 0) std::memcpy(data_.get(), other.data_.get(), other.size_);
+  size_ = other.size_;
   fields_.reserve(other.fields_.size());
-  const char* from = other.bytes_.data();
+  const char* from = other.data_.get();
   auto rebase = [&](std::string_view v) {
-    return v.empty() ? std::string_view() : std::string_view(bytes_.data() + (v.data() - from), v.size());
+    return v.empty() ? std::string_view() : std::string_view(data_.get() + (v.data() - from), v.size());
   };
   for (const auto& f : other.fields_) fields_.push_back({rebase(f.name), rebase(f.value)});
   return *this;
@@ -81,68 +72,81 @@ HeaderList& HeaderList::operator=(const HeaderList& other) {
 HeaderList& HeaderList::operator=(HeaderList&& other) noexcept {
   if (this == &other) return *this;
   release_storage();
-  bytes_ = std::move(other.bytes_);
-  fields_ = std::move(other.fields_);
-  other.bytes_.clear();
-  other.fields_.clear();
+  take(other);
   return *this;
 }
 
-HeaderList::~HeaderList() { release_storage(); }
+void HeaderList::take(HeaderList& other) noexcept {
+  data_ = std::move(other.data_);
+  size_ = std::exchange(other.size_, 0);
+  capacity_ = std::exchange(other.capacity_, 0);
+  fields_ = std::move(other.fields_);
+  other.fields_.clear();
+}
 
 void HeaderList::release_storage() noexcept {
-  auto& s = spares();
-  if (!s.closed && kKeepSpares > 0 && s.bytes.capacity() == 0) {
-    // The stash's own arrays are made once per thread.
-    try {
-      s.bytes.reserve(kKeepSpares);
-      s.fields.reserve(kKeepSpares);
-    } catch (...) {
+  if (Spares* s = spares()) {
+    if (capacity_ > 0 && capacity_ <= kKeptBytes && s->stores.size() < kKeepSpares)
+      s->stores.push_back({std::move(data_), capacity_});
+    if (fields_.capacity() > 0 && fields_.capacity() <= kKeptFields && s->fields.size() < kKeepSpares) {
+      fields_.clear();
+      s->fields.push_back(std::move(fields_));
     }
   }
-  give_spare(bytes_, s.bytes, kKeptBytes);
-  give_spare(fields_, s.fields, kKeptFields);
-  std::vector<char>().swap(bytes_);
+  data_.reset();
+  size_ = capacity_ = 0;
   std::vector<HeaderField>().swap(fields_);
 }
 
 void HeaderList::clear() noexcept {
-  if (bytes_.capacity() > kKeptBytes || fields_.capacity() > kKeptFields) {
+  if (capacity_ > kKeptBytes || fields_.capacity() > kKeptFields) {
     release_storage();
     return;
   }
-  bytes_.clear();
+  size_ = 0;
   fields_.clear();
 }
 
-void HeaderList::reserve_bytes(std::size_t n) {
+void HeaderList::grow(std::size_t n) {
   // With no store yet no view points anywhere: a spare store may be taken.
-  if (bytes_.capacity() == 0) take_spare(bytes_, spares().bytes, kFirstBytes);
-  if (bytes_.size() + n <= bytes_.capacity()) return;
-  std::vector<char> grown;
-  grown.reserve(std::max({bytes_.capacity() * 2, bytes_.size() + n, kFirstBytes}));
-  grown.insert(grown.end(), bytes_.begin(), bytes_.end());
-  const char* from = bytes_.data();
+  if (capacity_ == 0) {
+    Spares* s = spares();
+    if (s && !s->stores.empty()) {
+      data_ = std::move(s->stores.back().data);
+      capacity_ = s->stores.back().capacity;
+      s->stores.pop_back();
+      if (n <= capacity_) return;
+    }
+  }
+  std::size_t capacity = std::max({capacity_ * 2, size_ + n, kFirstBytes});
+  auto grown = std::make_unique_for_overwrite<char[]>(capacity);
+  if (size_ > 0) std::memcpy(grown.get(), data_.get(), size_);
+  const char* from = data_.get();
   auto rebase = [&](std::string_view& v) {
-    if (!v.empty()) v = std::string_view(grown.data() + (v.data() - from), v.size());
+    if (!v.empty()) v = std::string_view(grown.get() + (v.data() - from), v.size());
   };
   for (auto& f : fields_) {
     rebase(f.name);
     rebase(f.value);
   }
-  bytes_.swap(grown);
+  data_ = std::move(grown);
+  capacity_ = capacity;
 }
 
-std::string_view HeaderList::append_bytes(std::string_view piece) {
-  // The caller reserved the room: the store does not move here.
-  std::size_t at = bytes_.size();
-  bytes_.insert(bytes_.end(), piece.begin(), piece.end());
-  return std::string_view(bytes_.data() + at, piece.size());
+void HeaderList::take_spare_fields() {
+  Spares* s = spares();
+  if (s && !s->fields.empty()) {
+    fields_.swap(s->fields.back());
+    s->fields.pop_back();
+  } else {
+    fields_.reserve(kFirstFields);
+  }
 }
 
 void HeaderList::add(std::string_view name, std::string_view value) {
-  reserve_bytes(name.size() + value.size());
-  if (fields_.capacity() == 0) take_spare(fields_, spares().fields, kFirstFields);
+  // Room for both first, so that the name's view cannot move under the value.
+  if (name.size() + value.size() > capacity_ - size_) grow(name.size() + value.size());
+  if (fields_.capacity() == 0) take_spare_fields();
   HeaderField f;
   f.name = append_bytes(name);
   f.value = append_bytes(value);
@@ -154,32 +158,6 @@ void HeaderList::insert_front(std::string_view name, std::string_view value) {
   std::rotate(fields_.begin(), fields_.end() - 1, fields_.end());
 }
 
-void HeaderList::set_value(std::size_t i, std::string_view value) {
-  reserve_bytes(value.size());
-  fields_[i].value = append_bytes(value);
-}
-
-void HeaderList::append_name(std::string_view piece, bool new_field) {
-  reserve_bytes(piece.size());
-  if (new_field || fields_.empty()) {
-    if (fields_.capacity() == 0) take_spare(fields_, spares().fields, kFirstFields);
-    fields_.push_back({});
-  }
-  auto& name = fields_.back().name;
-  auto added = append_bytes(piece);
-  // Pieces of one name are appended one after the other: they join.
-  name = name.empty() ? added : std::string_view(name.data(), name.size() + added.size());
-}
-
-void HeaderList::append_value(std::string_view piece) {
-  reserve_bytes(piece.size());
-  auto& value = fields_.back().value;
-  auto added = append_bytes(piece);
-  value = value.empty() ? added : std::string_view(value.data(), value.size() + added.size());
-}
-
-void HeaderList::trim_last_value() noexcept {
-  if (!fields_.empty()) fields_.back().value = trim_ows(fields_.back().value);
-}
+void HeaderList::set_value(std::size_t i, std::string_view value) { fields_[i].value = append_bytes(value); }
 
 }  // namespace holdfast

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <string_view>
 #include <vector>
 
@@ -26,10 +28,12 @@ class HeaderList {
   HeaderList() = default;
   HeaderList(std::initializer_list<HeaderField> fields);
   HeaderList(const HeaderList& other);
-  HeaderList(HeaderList&& other) noexcept = default;
+  HeaderList(HeaderList&& other) noexcept { take(other); }
   HeaderList& operator=(const HeaderList& other);
   HeaderList& operator=(HeaderList&& other) noexcept;
-  ~HeaderList();
+  ~HeaderList() {
+    if (capacity_ != 0 || fields_.capacity() != 0) release_storage();
+  }
 
   const_iterator begin() const noexcept { return fields_.begin(); }
   const_iterator end() const noexcept { return fields_.end(); }
@@ -47,20 +51,53 @@ class HeaderList {
   void clear() noexcept;
 
   // A parser's pieces: a field name arrives in one or more pieces, then its
-  // value in zero or more; `new_field` starts the next field.
-  void append_name(std::string_view piece, bool new_field);
-  void append_value(std::string_view piece);
+  // value in zero or more; `new_field` starts the next field. Inline: they
+  // run for every field of every head.
+  void append_name(std::string_view piece, bool new_field) {
+    if (new_field || fields_.empty()) start_field();
+    auto added = append_bytes(piece);
+    auto& name = fields_.back().name;
+    name = join(name, added);
+  }
+  void append_value(std::string_view piece) {
+    auto added = append_bytes(piece);
+    auto& value = fields_.back().value;
+    value = join(value, added);
+  }
   // Removes the whitespace around the last field's value (RFC 9110 5.5).
-  void trim_last_value() noexcept;
+  void trim_last_value() noexcept {
+    if (fields_.empty()) return;
+    auto& v = fields_.back().value;
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  }
 
  private:
-  // Room for `n` more bytes without moving the store during the appends that
-  // follow; when the store must grow, every view is moved to the new one.
-  void reserve_bytes(std::size_t n);
-  std::string_view append_bytes(std::string_view piece);
+  // Copies `piece` to the end of the store. When the store must grow, every
+  // view is moved to the new one before the old one is freed.
+  std::string_view append_bytes(std::string_view piece) {
+    if (piece.size() > capacity_ - size_) grow(piece.size());
+    char* at = data_.get() + size_;
+    if (!piece.empty()) std::memcpy(at, piece.data(), piece.size());
+    size_ += piece.size();
+    return std::string_view(at, piece.size());
+  }
+  // Pieces of one name or value are appended one right after the other.
+  static std::string_view join(std::string_view so_far, std::string_view added) noexcept {
+    return so_far.empty() ? added : std::string_view(so_far.data(), so_far.size() + added.size());
+  }
+  void start_field() {
+    if (fields_.capacity() == 0) take_spare_fields();
+    fields_.emplace_back();
+  }
+  void grow(std::size_t n);
+  void take_spare_fields();
+  void take(HeaderList& other) noexcept;
   void release_storage() noexcept;
 
-  std::vector<char> bytes_;
+  std::unique_ptr<char[]> data_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
   std::vector<HeaderField> fields_;
 };
 
