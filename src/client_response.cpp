@@ -59,7 +59,8 @@ void ClientConnection::send_head(const MessageHead& h, Framing framing, bool req
   head.clear();
   head.reserve(256 + h.headers.size() * 48);
   head += "HTTP/1.1 ";
-  head += std::to_string(h.status);
+  char status[16];
+  head.append(status, std::to_chars(status, status + sizeof status, h.status).ptr);
   head += ' ';
   head += h.reason;
   head += "\r\n";

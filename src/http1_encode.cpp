@@ -129,15 +129,15 @@ std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
   const std::string_view* host = find_header(h.headers, "host");
   if (!host) append_field(out, "Host", info.default_host);
   // X-Forwarded-For: the chain so far, then the address holdfast saw.
-  std::string xff;
+  // Written in place: no string of its own.
+  out.append("X-Forwarded-For: ");
   for (const auto& f : h.headers)
     if (iequals(f.name, "x-forwarded-for") && !f.value.empty()) {
-      if (!xff.empty()) xff += ", ";
-      xff += f.value;
+      out.append(f.value);
+      out.append(", ");
     }
-  if (!xff.empty()) xff += ", ";
-  xff += info.client_ip;
-  append_field(out, "X-Forwarded-For", xff);
+  out.append(info.client_ip);
+  out.append("\r\n");
   append_field(out, "X-Forwarded-Proto", "http");
   if (host) append_field(out, "X-Forwarded-Host", *host);
   if (info.via) append_field(out, "Via", "1.1 holdfast");

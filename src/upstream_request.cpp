@@ -31,11 +31,12 @@ void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reus
   conn_->set_owner(this);
   conn_id_ = conn_->id;
   reused_ = reused;
+  // A new attempt reads a new response; the first one's parser is as the
+  // constructor made it.
+  if (attempts_ > 0) parser_.reset();
   ++attempts_;
   conn_->requests++;
   if (conn_->requests_left && *conn_->requests_left > 0) --*conn_->requests_left;
-  // A new attempt reads a new response.
-  parser_.reset();
   relay_.trailers.clear();
   mode_ = BodyMode::none;
   remaining_ = 0;
