@@ -5,17 +5,24 @@
 
 namespace holdfast {
 
+namespace {
+// An empty field value may be a view with no data at all: memcpy must not see it.
+void copy(char*& to, std::string_view from) noexcept {
+  if (from.empty()) return;
+  std::memcpy(to, from.data(), from.size());
+  to += from.size();
+}
+}  // namespace
+
 void append_field(std::string& out, std::string_view name, std::string_view value) {
   // One growth of the string and four copies, instead of four appends.
   std::size_t at = out.size();
   out.resize(at + name.size() + value.size() + 4);
   char* p = out.data() + at;
-  std::memcpy(p, name.data(), name.size());
-  p += name.size();
+  copy(p, name);
   *p++ = ':';
   *p++ = ' ';
-  std::memcpy(p, value.data(), value.size());
-  p += value.size();
+  copy(p, value);
   *p++ = '\r';
   *p = '\n';
 }
@@ -49,6 +56,13 @@ void append_end_to_end(std::string& out, const HeaderList& headers, std::initial
       if (iequals(held_tokens[i], name)) return true;
     return false;
   };
+  // Room for every field is made once (the unused rest is cut at the end),
+  // and the kept fields are copied in through a cursor.
+  std::size_t room = 0;
+  for (const auto& h : headers) room += h.name.size() + h.value.size() + 4;
+  const std::size_t start = out.size();
+  out.resize(start + room);
+  char* p = out.data() + start;
   for (const auto& h : headers) {
     if ((is_fixed_hop_by_hop(h.name) || (held > 0 && named_by_connection(h.name))) && !iequals(h.name, "host")) continue;
     bool skipped = false;
@@ -57,8 +71,15 @@ void append_end_to_end(std::string& out, const HeaderList& headers, std::initial
         skipped = true;
         break;
       }
-    if (!skipped) append_field(out, h.name, h.value);
+    if (skipped) continue;
+    copy(p, h.name);
+    *p++ = ':';
+    *p++ = ' ';
+    copy(p, h.value);
+    *p++ = '\r';
+    *p++ = '\n';
   }
+  out.resize(static_cast<std::size_t>(p - out.data()));
 }
 
 void append_chunk_header(std::string& out, std::size_t len) {

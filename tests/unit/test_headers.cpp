@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include "holdfast/headers.hpp"
+#include "holdfast/http1_encode.hpp"
 
 using namespace holdfast;
 
@@ -108,4 +109,21 @@ TEST_CASE("HeaderList keeps its fields valid across growth, copies and moves") {
   CHECK(moved.empty());
   moved.add("A", "1");
   CHECK(moved[0].value == "1");
+}
+
+TEST_CASE("append_end_to_end copies end-to-end fields exactly and drops hop-by-hop ones") {
+  HeaderList h{{"Host", "a.example"},      {"Connection", "X-Secret, host,,close"}, {"X-Secret", "1"},
+               {"x-empty", ""},            {"Keep-Alive", "timeout=5"},             {"Content-Length", "3"},
+               {"TE", "trailers"},         {"X-Kept", "two words"},                 {"connection", "x-other"},
+               {"X-OTHER", "gone"}};
+  std::string out = "HEAD\r\n";
+  append_end_to_end(out, h, {"content-length"});
+  CHECK(out == "HEAD\r\nHost: a.example\r\nx-empty: \r\nX-Kept: two words\r\n");
+  out.clear();
+  append_end_to_end(out, {}, {});
+  CHECK(out.empty());
+  // More Connection tokens than are held in place: the copied list decides.
+  HeaderList many{{"Connection", "a, b, c, d, e, f, g, h, i, X-Last"}, {"X-Last", "1"}, {"I", "2"}, {"Z", "3"}};
+  append_end_to_end(out, many, {});
+  CHECK(out == "Z: 3\r\n");
 }
