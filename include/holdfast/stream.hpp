@@ -106,6 +106,20 @@ class Stream {
   // armed: an idle keep-alive connection then holds no buffer or timer
   // memory at all (nginx does the same with its buffers).
   void release_idle_resources();
+  // True when no byte, FIN or error can have reached the socket before the
+  // last moment its readiness was observed: its last read drained it (a
+  // short read or EAGAIN) and no read edge was seen since, neither handled
+  // (read_ready_) nor waiting in this loop turn's queue of active events.
+  // With edge triggering, epoll reports every arrival once; so a socket in
+  // this state was quiet when this turn's epoll_wait (or its own drain, if
+  // later) looked, and anything newer arrived during this turn.
+  bool quiet_as_observed() const noexcept {
+    // libevent 2.1 has no public "is this event active" query; the flags are
+    // in the installed event_struct.h.
+    constexpr short queued = EVLIST_ACTIVE | EVLIST_ACTIVE_LATER;
+    return fd_ >= 0 && !read_ready_ && !peer_closed_ && !eof_ && !pending_error_ && input_length() == 0 &&
+           (io_event_.ev_evcallback.evcb_flags & queued) == 0;
+  }
   bool is_connecting() const noexcept { return connecting_; }
   bool is_closed() const noexcept { return fd_ < 0; }
   // errno of the last error reported.
