@@ -24,6 +24,7 @@
 #include "holdfast/errors.hpp"
 #include "holdfast/free_list.hpp"
 #include "holdfast/http_message.hpp"
+#include "holdfast/peer_address.hpp"
 #include "holdfast/phase.hpp"
 #include "holdfast/upstream_request.hpp"
 #include "holdfast/wait_queue.hpp"
@@ -145,6 +146,9 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   ClientConnection& client_;
   DownstreamSink& sink_;
   Worker& worker_;
+  // The client's address, written out once per exchange (the connection
+  // keeps it in binary form).
+  PeerAddress::Text peer_;
   // The version this exchange started on: its routes, servers and limits
   // hold until it ends, whatever reloads happen meanwhile.
   std::shared_ptr<Generation> generation_;

@@ -25,6 +25,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <optional>
 
 namespace holdfast {
@@ -195,23 +196,39 @@ class Stream {
   void arm_timer();
   void raise_error(short direction, int err);
 
-  int fd_;
+  // The timer and the deadline it is set for, made together when a deadline
+  // is first armed (an idle stream holds neither).
+  struct Timer {
+    event ev;
+    Clock::time_point at;
+  };
+  void free_timer() noexcept {
+    if (!timer_) return;
+    event_del(&timer_->ev);
+    delete timer_;
+    timer_ = nullptr;
+    timer_armed_ = false;
+  }
+
+  // Laid out without holes (a client connection's Stream is paid once per
+  // idle keep-alive connection): pointers, then the 4-byte fields with the flags.
   evbuffer* input_ = nullptr;   // created on first use
   evbuffer* output_ = nullptr;
   event io_event_;
-  event* timer_ = nullptr;      // created on first use
+  Timer* timer_ = nullptr;      // created on first use
   Handler* handler_ = nullptr;
-  bool connecting_ = false;
-  bool reading_ = false;
-  bool read_ready_ = true;      // the socket may have unread bytes (edge seen, not drained)
-  bool write_ready_ = true;     // the socket can take bytes (no EAGAIN since the last edge)
-  bool eof_ = false;
-  bool peer_closed_ = false;    // EPOLLRDHUP seen: read until recv returns 0
-  bool io_added_ = false;
-  bool timer_armed_ = false;
-  bool pending_error_ = false;  // a write error waits to be reported from the loop
-  bool raw_input_ = false;      // a splice pump reads the socket (set_raw_input)
-  bool raw_write_waiting_ = false;  // a splice pump waits for a writable edge
+  int fd_;
+  bool connecting_ : 1 = false;
+  bool reading_ : 1 = false;
+  bool read_ready_ : 1 = true;      // the socket may have unread bytes (edge seen, not drained)
+  bool write_ready_ : 1 = true;     // the socket can take bytes (no EAGAIN since the last edge)
+  bool eof_ : 1 = false;
+  bool peer_closed_ : 1 = false;    // EPOLLRDHUP seen: read until recv returns 0
+  bool io_added_ : 1 = false;
+  bool timer_armed_ : 1 = false;
+  bool pending_error_ : 1 = false;  // a write error waits to be reported from the loop
+  bool raw_input_ : 1 = false;      // a splice pump reads the socket (set_raw_input)
+  bool raw_write_waiting_ : 1 = false;  // a splice pump waits for a writable edge
   int last_error_ = 0;
   std::uint32_t input_limit_ = 256 * 1024;
   std::uint32_t drain_mark_ = 0;
@@ -219,7 +236,6 @@ class Stream {
   detail::CompactTimeout write_timeout_;
   detail::CompactDeadline read_deadline_;
   detail::CompactDeadline write_deadline_;
-  Clock::time_point timer_at_{};
 };
 
 }  // namespace holdfast
