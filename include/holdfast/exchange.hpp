@@ -137,6 +137,7 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   void on_upstream_error(ProxyError error, const char* detail, RetryClass retry) override;
   // splice(2) (exchange_splice.cpp): which bodies qualify, and the counting.
   Stream* response_splice_target(std::optional<std::uint64_t> length) override;
+  bool response_may_splice() override;
   void on_response_spliced(std::size_t n) override;
   void on_request_spliced(std::size_t n) override;
   // Called when no request body byte is buffered: moves a large

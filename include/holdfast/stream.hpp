@@ -127,7 +127,9 @@ class Stream {
   int last_error() const noexcept { return last_error_; }
 
   // Reading from the socket stops while disabled or while input() holds
-  // `input_limit` bytes; enabling again picks up data that arrived meanwhile.
+  // `input_limit` bytes (one recv never asks for more than the room left);
+  // enabling again picks up data that arrived meanwhile.
+  static constexpr std::uint32_t kDefaultInputLimit = 256 * 1024;
   void enable_read();
   void disable_read();
   bool reading_enabled() const noexcept { return reading_; }
@@ -230,7 +232,7 @@ class Stream {
   bool raw_input_ : 1 = false;      // a splice pump reads the socket (set_raw_input)
   bool raw_write_waiting_ : 1 = false;  // a splice pump waits for a writable edge
   int last_error_ = 0;
-  std::uint32_t input_limit_ = 256 * 1024;
+  std::uint32_t input_limit_ = kDefaultInputLimit;
   std::uint32_t drain_mark_ = 0;
   detail::CompactTimeout read_timeout_;
   detail::CompactTimeout write_timeout_;
