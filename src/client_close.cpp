@@ -34,7 +34,7 @@ void ClientConnection::start_lingering() {
   state_ = State::lingering;
   stream_.shutdown_write();
   deadline_ = std::chrono::steady_clock::now() + kLingerTime;
-  lingered_ = 0;
+  ending().lingered = 0;
   stream_.set_read_timeout(kLingerReadTimeout);
   if (reading_paused_) reading_paused_ = false;
   stream_.enable_read();
@@ -47,7 +47,7 @@ void ClientConnection::on_timeout(bool reading) {
   switch (state_) {
     case State::reading_head:
       if (reading) {
-        spdlog::info("conn {} {}: request head not received within header_timeout", id_, peer_);
+        spdlog::info("conn {} {}: request head not received within header_timeout", id_, peer().full());
         reject(ProxyError::request_timeout, nullptr);
         return;
       }
@@ -70,7 +70,7 @@ void ClientConnection::on_timeout(bool reading) {
       return;
     case State::discarding:
       if (reading) {
-        spdlog::info("conn {} {}: rest of the request body not received while discarding it", id_, peer_);
+        spdlog::info("conn {} {}: rest of the request body not received while discarding it", id_, peer().full());
         close_now();
         return;
       }
@@ -78,7 +78,7 @@ void ClientConnection::on_timeout(bool reading) {
     default:
       break;
   }
-  spdlog::info("conn {} {}: client send timeout: the client does not read its responses", id_, peer_);
+  spdlog::info("conn {} {}: client send timeout: the client does not read its responses", id_, peer().full());
   close_now();
 }
 
@@ -130,6 +130,11 @@ void ClientConnection::close_idle(bool gracefully) {
     return;
   }
   close_after_output(true);
+}
+
+ClientConnection::Ending& ClientConnection::ending() {
+  if (!ending_) ending_ = std::make_unique<Ending>();
+  return *ending_;
 }
 
 void ClientConnection::close_now() {

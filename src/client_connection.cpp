@@ -11,27 +11,8 @@
 
 namespace holdfast {
 
-namespace {
-std::string format_peer(const sockaddr* addr) {
-  char buf[INET6_ADDRSTRLEN] = {0};
-  if (addr->sa_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(addr);
-    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
-    return std::string("[") + buf + "]:" + std::to_string(ntohs(a->sin6_port));
-  }
-  if (addr->sa_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(addr);
-    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
-    return std::string(buf) + ":" + std::to_string(ntohs(a->sin_port));
-  }
-  return "unknown:0";
-}
-
-}  // namespace
-
 ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr, int)
-    : worker_(worker), stream_(worker.base(), fd, false), id_(worker.next_id()) {
-  peer_ = format_peer(addr);
+    : worker_(worker), stream_(worker.base(), fd, false), id_(worker.next_id()), peer_(addr) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   stream_.set_handler(this);
@@ -40,7 +21,7 @@ ClientConnection::ClientConnection(Worker& worker, int fd, const sockaddr* addr,
 }
 
 void ClientConnection::apply_client_settings() {
-  version_ = worker_.version_id();
+  version_ = static_cast<std::uint32_t>(worker_.version_id());
   // Input stops being read from the socket above this mark; it must hold a
   // whole head.
   stream_.set_input_limit(std::max<std::size_t>(kReadChunk, worker_.config().client.max_header_bytes + 1));
@@ -52,13 +33,6 @@ ClientConnection::~ClientConnection() {
   exchange_.reset();
   tunnel_.reset();  // ends the tunnel: logged, counted, upstream closed
   stream_.close();
-}
-
-std::string_view ClientConnection::peer_ip() const noexcept {
-  std::string_view p = peer_;
-  p = p.substr(0, p.rfind(':'));
-  if (p.size() >= 2 && p.front() == '[') p = p.substr(1, p.size() - 2);
-  return p;
 }
 
 void ClientConnection::start() {
@@ -107,9 +81,10 @@ void ClientConnection::on_stream_readable(Stream&) {
       evbuffer_drain(input(), evbuffer_get_length(input()));
       break;
     case State::lingering: {
-      lingered_ += stream_.input_length();
+      auto& e = ending();
+      e.lingered += stream_.input_length();
       evbuffer_drain(input(), evbuffer_get_length(input()));
-      if (lingered_ > kLingerBytes || std::chrono::steady_clock::now() >= deadline_) close_now();
+      if (e.lingered > kLingerBytes || std::chrono::steady_clock::now() >= deadline_) close_now();
       break;
     }
     case State::closed:
@@ -126,7 +101,7 @@ void ClientConnection::parse_requests() {
     if (state_ == State::idle) {
       state_ = State::reading_head;
       worker_.unmark_idle(this);
-      if (version_ != worker_.version_id()) {
+      if (version_ != static_cast<std::uint32_t>(worker_.version_id())) {
         // A reload since the last request: this one reads under the new
         // client settings (between requests no head is half parsed).
         apply_client_settings();
@@ -246,11 +221,12 @@ void ClientConnection::continue_after_request() {
 
 void ClientConnection::reject(ProxyError error, const char* detail) {
   auto info = describe(error);
-  spdlog::info("conn {} {}: {} {}{}{}", id_, peer_, info.status, info.text, detail ? ": " : "", detail ? detail : "");
+  auto peer = peer_.text();
+  spdlog::info("conn {} {}: {} {}{}{}", id_, peer.full(), info.status, info.text, detail ? ": " : "", detail ? detail : "");
   close_after_response_ = true;
   auto page = error_response(info.status, info.text, "Connection: close\r\n", request_head_);
   queue(page.data(), page.size());
-  worker_.generation()->finish_exchange({.peer = peer_, .method = {}, .target = {}, .status = info.status, .bytes_out = page.size(), .times = {}});
+  worker_.generation()->finish_exchange({.peer = peer.full(), .method = {}, .target = {}, .status = info.status, .bytes_out = page.size(), .times = {}});
   // What follows a refused request cannot be framed; the client may still be sending it.
   close_after_output(true);
 }

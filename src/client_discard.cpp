@@ -25,11 +25,12 @@ bool ClientConnection::can_discard_request_body() const {
 
 void ClientConnection::start_discarding(std::optional<std::uint64_t> left) {
   state_ = State::discarding;
-  discard_left_ = left;
-  discarded_ = 0;
+  auto& e = ending();
+  e.discard_left = left;
+  e.discarded = 0;
   deadline_ = std::chrono::steady_clock::now() + kDiscardTime;
   // A chunked body goes on through the parser, which now drops it.
-  if (!left) parser_->resume_chunked_body(&discard_sink_);
+  if (!left) parser_->resume_chunked_body(&e.discard_sink);
   stream_.set_read_timeout(kDiscardTime);
   if (reading_paused_) {
     reading_paused_ = false;
@@ -41,25 +42,26 @@ void ClientConnection::start_discarding(std::optional<std::uint64_t> left) {
 
 void ClientConnection::discard_request_body() {
   evbuffer* in = input();
+  auto& e = ending();
   bool done = false;
   while (state_ == State::discarding && !done) {
     std::size_t avail = evbuffer_get_length(in);
     if (avail == 0) break;
-    if (discard_left_) {
-      auto n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, *discard_left_));
+    if (e.discard_left) {
+      auto n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, *e.discard_left));
       evbuffer_drain(in, n);
-      *discard_left_ -= n;
-      discarded_ += n;
-      done = *discard_left_ == 0;
+      *e.discard_left -= n;
+      e.discarded += n;
+      done = *e.discard_left == 0;
     } else {
       evbuffer_iovec v;
       if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) break;
       auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
       evbuffer_drain(in, r.consumed);
-      discarded_ += r.consumed;
+      e.discarded += r.consumed;
       if (r.event == HttpParser::Event::error) {
         // What follows cannot be framed.
-        spdlog::info("conn {} {}: malformed request body while discarding it: {}", id_, peer_,
+        spdlog::info("conn {} {}: malformed request body while discarding it: {}", id_, peer().full(),
                      parser_->error_reason());
         close_after_output(true);
         return;
@@ -67,14 +69,17 @@ void ClientConnection::discard_request_body() {
       done = r.event == HttpParser::Event::message_complete;
       if (!done && r.consumed == 0) break;
     }
-    if (!done && (discarded_ > kDiscardBytes || std::chrono::steady_clock::now() >= deadline_)) {
-      spdlog::info("conn {} {}: request body after an early answer exceeds the discard bounds; closing", id_, peer_);
+    if (!done && (e.discarded > kDiscardBytes || std::chrono::steady_clock::now() >= deadline_)) {
+      spdlog::info("conn {} {}: request body after an early answer exceeds the discard bounds; closing", id_, peer().full());
       close_after_output(true);
       return;
     }
   }
   if (!done) return;
   parser_->reset();
+  // The parser no longer points at the discard sink: the next early answer
+  // makes a new one.
+  ending_.reset();
   stream_.set_read_timeout(std::nullopt);
   continue_after_request();
 }

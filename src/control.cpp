@@ -34,18 +34,17 @@ constexpr auto kSettle = std::chrono::milliseconds(100);
 
 }  // namespace
 
-std::string Server::read_text(const std::string& path) {
+std::optional<std::string> Server::read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
   std::ostringstream out;
   out << in.rdbuf();
   return out.str();
 }
 
-bool Server::config_changed() {
-  auto text = read_text(version()->declared.source);
-  if (text == last_text_) return false;
-  last_text_ = std::move(text);
-  return true;
+bool Server::config_changed(std::optional<std::string>& text) {
+  text = read_text(version()->declared.source);
+  return text != last_text_;
 }
 
 void Server::watch_config(int inotify_fd) {
@@ -105,7 +104,6 @@ int Server::run(const sigset_t& signals) {
       signalfd_siginfo info{};
       if (::read(sfd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
         if (info.ssi_signo == SIGHUP) {
-          last_text_ = read_text(version()->declared.source);
           reload("SIGHUP");
         } else {
           ::close(sfd);
@@ -137,7 +135,7 @@ int Server::run(const sigset_t& signals) {
     if (pending && std::chrono::steady_clock::now() >= settle_at) {
       pending = false;
       if (ifd >= 0) watch_config(ifd);
-      if (config_changed()) reload("config file changed");
+      if (std::optional<std::string> text; config_changed(text)) reload_from("config file changed", std::move(text));
     }
   }
   ::close(sfd);

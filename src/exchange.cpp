@@ -17,6 +17,7 @@ Exchange::Exchange(ClientConnection& client, DownstreamSink& sink, MessageHead&&
     : client_(client),
       sink_(sink),
       worker_(client.worker()),
+      peer_(client.peer()),
       generation_(client.worker().generation()),
       pool_(generation_->pool(group)),
       head_(std::move(request)),
@@ -51,7 +52,7 @@ void Exchange::start() {
     request_.remaining = head_.content_length;
     client_.parser().reset();  // the body, if any, is moved without the parser
   }
-  upstream_.set_head(encode_request_head(head_, ForwardInfo{client_.peer_ip(), pool_.address(0).authority,
+  upstream_.set_head(encode_request_head(head_, ForwardInfo{peer_.ip(), pool_.address(0).authority,
                                                            upgrade_ ? *upgrade_ : "",
                                                            generation_->config().via.upstream}));
   if (request_.mode == BodyMode::none || (request_.mode == BodyMode::length && request_.remaining == 0)) {
@@ -83,7 +84,7 @@ bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh, st
       pool_.queue().notify();
       return false;
     }
-    auto pick = generation_->pick_server(group_, head_, client_.peer_ip(), avoid, pass == 0 ? prefer : std::nullopt);
+    auto pick = generation_->pick_server(group_, head_, peer_.ip(), avoid, pass == 0 ? prefer : std::nullopt);
     if (!pick.server) {
       // Waiting is for the first attempt only: a failover that finds every
       // other server full answers at once (the phase has moved on).
@@ -138,7 +139,7 @@ void Exchange::wait_for_slot(const std::string& why) {
   // A body still arriving waits in the socket (and its body_timeout is off)
   // until there is a connection to send it on.
   if (!request_.done) client_.pause_reading();
-  spdlog::debug("conn {} {}: waiting for a connection slot ({} waiting): {}", client_.id(), client_.peer(),
+  spdlog::debug("conn {} {}: waiting for a connection slot ({} waiting): {}", client_.id(), peer_.full(),
                 pool_.queue().size(), why);
 }
 
@@ -337,7 +338,7 @@ void Exchange::fail(ProxyError error, const char* detail) {
     spdlog::warn("conn {} upstream {} ({}): {}{}{}", client_.id(), upstream_.connection_id(),
                  pool_.address(server_).text, info.text, detail ? ": " : "", detail ? detail : "");
   } else {
-    spdlog::info("conn {} {}: {} {}{}{}", client_.id(), client_.peer(), info.status, info.text, detail ? ": " : "",
+    spdlog::info("conn {} {}: {} {}{}{}", client_.id(), peer_.full(), info.status, info.text, detail ? ": " : "",
                  detail ? detail : "");
   }
   if (!response_.started && info.status != 0) {
@@ -356,13 +357,13 @@ void Exchange::fail(ProxyError error, const char* detail) {
 void Exchange::on_client_gone(const char* why) {
   if (phase_ == Phase::done) return;
   spdlog::info("conn {} {}: client went away mid-exchange ({}); upstream connection closed", client_.id(),
-               client_.peer(), why);
+               peer_.full(), why);
   finish({499, false});
 }
 
 void Exchange::on_client_body_timeout() {
   if (phase_ == Phase::done || response_.started) return;
-  spdlog::info("conn {} {}: request body not received within body_timeout", client_.id(), client_.peer());
+  spdlog::info("conn {} {}: request body not received within body_timeout", client_.id(), peer_.full());
   response_.status = 408;
   response_.started = true;
   sink_.send_error(408, "request body timeout", false);
@@ -385,7 +386,7 @@ void Exchange::write_access_log(int status) {
   times.connect = upstream_.connect_seconds();
   if (upstream_.first_byte_at() != Clock::time_point{})
     times.first_byte = std::chrono::duration<double>(upstream_.first_byte_at() - started_).count();
-  generation_->finish_exchange({client_.peer(), head_.method, head_.target, static_cast<int>(head_.version_major),
+  generation_->finish_exchange({peer_.full(), head_.method, head_.target, static_cast<int>(head_.version_major),
                            static_cast<int>(head_.version_minor), status, request_.bytes, sink_.response_bytes(),
                            group_, server_chosen_, server_, upstream_.reused(), retried_, times,
                            seconds_since(started_)});

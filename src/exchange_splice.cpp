@@ -25,6 +25,10 @@ Stream* Exchange::response_splice_target(std::optional<std::uint64_t> length) {
   return sink_.splice_target();
 }
 
+// Asked before the response begins, so the sink's framing of the previous
+// response says nothing yet; a Content-Length response is never re-framed.
+bool Exchange::response_may_splice() { return worker_.config().splice_min_body != 0 && splice_available(); }
+
 void Exchange::on_response_spliced(std::size_t n) {
   sink_.note_spliced(n);
   worker_.stats().add(Counter::spliced_response_bytes, n);

@@ -21,13 +21,8 @@ Server::Server(Config config) {
   std::string error;
   if (!resolve_names(config, names, error)) throw ConfigError(config.source + ": upstreams: cannot resolve " + error);
   auto version = build_version(1, std::move(config), names, slots_);
-  slots_.take_fresh();
   shared_ = std::make_unique<SharedState>(SharedState{std::make_unique<HealthTable>(kMaxSlots), std::move(access)});
-  for (std::size_t g = 0; g < version->config.upstreams.size(); ++g) {
-    const auto& hc = version->config.upstreams[g].balancing.health_check;
-    if (hc && hc->start_down)
-      for (auto slot : version->layout.upstreams[g].slots) shared_->health->set_checked_down(slot, true);
-  }
+  set_initial_health(*version, slots_.take_fresh());
   const auto& cfg = version->config;
 
   // The kernel caps the backlog without a word; say so once, here.
@@ -35,27 +30,16 @@ Server::Server(Config config) {
     spdlog::warn("listen_backlog {} is above net.core.somaxconn ({}): the kernel uses {}", cfg.listen_backlog, *cap,
                  *cap);
 
-  std::vector<std::vector<ListenSocket>> sockets(cfg.workers);
-  auto close_all = [&] {
-    for (auto& list : sockets)
-      for (auto& l : list) ::close(l.fd);
-  };
-  for (const auto& ep : cfg.listen) {
-    if (listeners_.count(ep.text)) continue;
-    std::vector<int> fds;
-    std::string actual;
-    if (!open_listener(ep, cfg.workers, cfg.listen_backlog, fds, actual, error)) {
-      close_all();
-      throw ConfigError(cfg.source + ": listen: " + error);
-    }
-    listeners_[ep.text] = actual;
+  NewListeners sockets;
+  if (!bind_new_listeners(cfg, cfg.workers, sockets, error)) throw ConfigError(cfg.source + ": listen: " + error);
+  for (const auto& [key, actual] : sockets.bound) {
+    listeners_[key] = actual;
     listening_.push_back(actual);
-    for (unsigned w = 0; w < cfg.workers; ++w) sockets[w].push_back({ep.text, fds[w]});
   }
   if (const auto& ep = cfg.admin.listen) {
     int fd = open_listen_socket(ep->host, ep->port, 128, error);
     if (fd < 0) {
-      close_all();
+      sockets.close_all();
       throw ConfigError(cfg.source + ": admin.listen: " + error);
     }
     admin_address_ = local_address(fd);
@@ -63,7 +47,7 @@ Server::Server(Config config) {
   }
   version_ = version;
   for (unsigned w = 0; w < cfg.workers; ++w)
-    workers_.push_back(std::make_unique<Worker>(*shared_, w, version, std::move(sockets[w])));
+    workers_.push_back(std::make_unique<Worker>(*shared_, w, version, std::move(sockets.per_worker[w])));
   restart_checker(version);
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   dns_ = std::make_unique<DnsWatcher>(
@@ -98,6 +82,47 @@ bool Server::open_listener(const Endpoint& ep, unsigned workers, int backlog, st
     fds.push_back(fd);
   }
   return true;
+}
+
+void Server::NewListeners::close_all() noexcept {
+  for (auto& list : per_worker)
+    for (auto& l : list) ::close(l.fd);
+  per_worker.clear();
+  bound.clear();
+}
+
+bool Server::bind_new_listeners(const Config& cfg, unsigned workers, NewListeners& out, std::string& error) {
+  out.per_worker.assign(workers, {});
+  for (const auto& ep : cfg.listen) {
+    // An address listed twice is bound once.
+    if (listeners_.count(ep.text) ||
+        std::any_of(out.bound.begin(), out.bound.end(), [&](const auto& b) { return b.first == ep.text; }))
+      continue;
+    std::vector<int> fds;
+    std::string actual;
+    if (!open_listener(ep, workers, cfg.listen_backlog, fds, actual, error)) {
+      out.close_all();
+      return false;
+    }
+    out.bound.emplace_back(ep.text, actual);
+    for (unsigned w = 0; w < workers; ++w) out.per_worker[w].push_back({ep.text, fds[w]});
+  }
+  return true;
+}
+
+void Server::set_initial_health(const ConfigVersion& v, const std::vector<std::size_t>& fresh) {
+  for (std::size_t g = 0; g < v.config.upstreams.size(); ++g) {
+    const auto& slots = v.layout.upstreams[g].slots;
+    const auto& hc = v.config.upstreams[g].balancing.health_check;
+    if (!hc) {
+      // No checks any more (or never): nothing would ever bring a server
+      // that checks took down back up.
+      for (auto slot : slots) shared_->health->set_checked_down(slot, false);
+    } else if (hc->start_down) {
+      for (auto slot : slots)
+        if (std::find(fresh.begin(), fresh.end(), slot) != fresh.end()) shared_->health->set_checked_down(slot, true);
+    }
+  }
 }
 
 void Server::restart_checker(std::shared_ptr<const ConfigVersion> v) {
@@ -151,11 +176,17 @@ void Server::wait() {
 
 void Server::count(Counter c) { control_stats_.add(c); }
 
-bool Server::reload(const std::string& cause) {
+bool Server::reload(const std::string& cause) { return reload_from(cause, read_text(version()->declared.source)); }
+
+bool Server::reload_from(const std::string& cause, std::optional<std::string> text) {
   const auto running = version();
+  const auto& path = running->declared.source;
+  // What was read is what a later touch is compared with, valid or not.
+  last_text_ = text;
   Config next;
   try {
-    next = load_config(running->declared.source);
+    if (!text) throw ConfigError(path + ": cannot open the file");
+    next = load_config_text(*text, path);
   } catch (const ConfigError& e) {
     spdlog::error("reload failed ({}): {}; still running version {}", cause, e.what(), running->id);
     count(Counter::reloads_failed);
@@ -204,26 +235,16 @@ bool Server::apply(Config declared, const NameTable& names, const std::string& c
   const auto& cfg = v->config;
   // Listeners: the same address as written keeps its sockets; new ones are
   // bound here, and a bind failure rejects the whole version.
-  std::set<std::string> wanted;
-  std::vector<std::vector<ListenSocket>> add(workers_.size());
-  std::vector<std::pair<std::string, std::string>> bound;
-  for (const auto& ep : cfg.listen) {
-    wanted.insert(ep.text);
-    if (listeners_.count(ep.text) || std::any_of(bound.begin(), bound.end(), [&](auto& b) { return b.first == ep.text; }))
-      continue;
-    std::vector<int> fds;
-    std::string actual, error;
-    if (!open_listener(ep, worker_count(), cfg.listen_backlog, fds, actual, error)) {
-      for (auto& list : add)
-        for (auto& l : list) ::close(l.fd);
-      spdlog::error("reload failed ({}): {}: listen: {}; still running version {}", cause, cfg.source, error,
-                    running->id);
-      count(Counter::reloads_failed);
-      return false;
-    }
-    bound.emplace_back(ep.text, actual);
-    for (std::size_t w = 0; w < workers_.size(); ++w) add[w].push_back({ep.text, fds[w]});
+  NewListeners add;
+  std::string error;
+  if (!bind_new_listeners(cfg, worker_count(), add, error)) {
+    spdlog::error("reload failed ({}): {}: listen: {}; still running version {}", cause, cfg.source, error,
+                  running->id);
+    count(Counter::reloads_failed);
+    return false;
   }
+  std::set<std::string> wanted;
+  for (const auto& ep : cfg.listen) wanted.insert(ep.text);
   std::vector<std::string> removed;
   for (const auto& [key, actual] : listeners_)
     if (!wanted.count(key)) removed.push_back(key);
@@ -236,30 +257,19 @@ bool Server::apply(Config declared, const NameTable& names, const std::string& c
     std::lock_guard<std::mutex> lock(checker_mutex_);
     for (auto slot : fresh) checker_retired_.clear_slot(slot);
   }
+  set_initial_health(*v, fresh);
   std::set<std::size_t> in_use;
-  for (std::size_t g = 0; g < cfg.upstreams.size(); ++g) {
-    const auto& slots = v->layout.upstreams[g].slots;
-    in_use.insert(slots.begin(), slots.end());
-    const auto& hc = cfg.upstreams[g].balancing.health_check;
-    if (!hc) {
-      // No checks any more (or never): nothing would ever bring a server
-      // that checks took down back up.
-      for (auto slot : slots) shared_->health->set_checked_down(slot, false);
-    } else if (hc->start_down) {
-      for (auto slot : slots)
-        if (std::find(fresh.begin(), fresh.end(), slot) != fresh.end()) shared_->health->set_checked_down(slot, true);
-    }
-  }
+  for (const auto& u : v->layout.upstreams) in_use.insert(u.slots.begin(), u.slots.end());
   trial.retain_only(in_use, SlotRegistry::Clock::now());
   slots_ = std::move(trial);
   ++next_version_;
   std::atomic_store(&version_, v);
-  for (std::size_t w = 0; w < workers_.size(); ++w) workers_[w]->post_update({v, std::move(add[w]), removed, fresh});
+  for (std::size_t w = 0; w < workers_.size(); ++w) workers_[w]->post_update({v, std::move(add.per_worker[w]), removed, fresh});
   for (const auto& key : removed) {
     spdlog::info("reload: no longer listening on {}", listeners_[key]);
     listeners_.erase(key);
   }
-  for (const auto& [key, actual] : bound) {
+  for (const auto& [key, actual] : add.bound) {
     listeners_[key] = actual;
     spdlog::info("listening on {} ({} worker{})", actual, workers_.size(), workers_.size() == 1 ? "" : "s");
   }

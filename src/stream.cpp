@@ -63,7 +63,7 @@ Stream::Stream(event_base* base, int fd, bool connecting)
 
 Stream::~Stream() {
   close();
-  if (timer_) event_free(timer_);
+  free_timer();
   if (input_) drop_buffer(input_);
   if (output_) drop_buffer(output_);
 }
@@ -80,11 +80,7 @@ void Stream::drop_buffer(evbuffer* b) noexcept {
 }
 
 void Stream::release_idle_resources() {
-  if (timer_ && !(reading_ && read_deadline_) && !write_deadline_) {
-    event_free(timer_);
-    timer_ = nullptr;
-    timer_armed_ = false;
-  }
+  if (timer_ && !(reading_ && read_deadline_) && !write_deadline_) free_timer();
   if (input_ && input_length() == 0) {
     drop_buffer(input_);
     input_ = nullptr;
@@ -98,7 +94,7 @@ void Stream::release_idle_resources() {
 void Stream::close() {
   if (fd_ < 0) return;
   if (io_added_) event_del(&io_event_);
-  if (timer_) event_del(timer_);
+  if (timer_) event_del(&timer_->ev);
   io_added_ = timer_armed_ = false;
   ::close(fd_);
   fd_ = -1;
@@ -153,12 +149,15 @@ void Stream::arm_timer() {
   if (reading_ && read_deadline_) earliest = *read_deadline_;
   if (write_deadline_ && (!earliest || *write_deadline_ < *earliest)) earliest = *write_deadline_;
   if (!earliest || fd_ < 0) return;  // a stale timer finds nothing to do and stops
-  if (timer_armed_ && timer_at_ <= *earliest) return;  // it fires first and re-arms for the rest
-  if (!timer_) timer_ = evtimer_new(event_get_base(&io_event_), &Stream::on_timer, this);
+  if (timer_armed_ && timer_->at <= *earliest) return;  // it fires first and re-arms for the rest
+  if (!timer_) {
+    if (!(timer_ = new (std::nothrow) Timer)) return;  // no memory: this deadline goes unwatched
+    evtimer_assign(&timer_->ev, event_get_base(&io_event_), &Stream::on_timer, this);
+  }
   timeval tv = to_timeval(*earliest - Clock::now());
-  event_add(timer_, &tv);
+  event_add(&timer_->ev, &tv);
   timer_armed_ = true;
-  timer_at_ = *earliest;
+  timer_->at = *earliest;
 }
 
 void Stream::on_timer(evutil_socket_t, short, void* arg) {

@@ -126,10 +126,11 @@ void Tunnel::end(End why, const char* detail) {
   worker_.stats().add(counters[i]);
   worker_.adjust_tunnels(-1);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - origin_.started).count();
+  auto peer = client_.peer();
   spdlog::info("conn {} {}: tunnel closed by {} ({}): {} bytes up, {} bytes down, {:.3f} s", client_.id(),
-               client_.peer(), names[i], detail, up_.bytes, down_.bytes, seconds);
+               peer.full(), names[i], detail, up_.bytes, down_.bytes, seconds);
   ExchangeRecord record;
-  record.peer = client_.peer();
+  record.peer = peer.full();
   record.method = origin_.method;
   record.target = origin_.target;
   record.version_major = origin_.version_major;

@@ -65,12 +65,21 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bo
     s.idle.pop_back();
     conn->server = server;  // from here on it is this pool's (it may have idled in a newer version's)
     // The peek: a connection the backend closed (or wrote to) while idle is
-    // dropped here at no cost to the request, before a byte is written. It
-    // is made on every reuse: skipping it when the event loop had seen the
-    // socket quiet in the same turn missed a FIN that was already queued
-    // (test_metrics' dead_at_checkout), and the race it guards is the one
-    // this proxy exists to win.
-    if (!conn->quiet_and_open()) {
+    // dropped here at no cost to the request, before a byte is written.
+    // It is skipped (one recv saved per reuse) only when it could tell
+    // nothing newer than the event loop already knows: the socket was seen
+    // quiet after it went idle, by the last epoll_wait or by its own last
+    // read if later, and no edge of it waits in this turn's queue (see
+    // Stream::quiet_as_observed). A FIN sent since that look is missed; the
+    // window is this loop turn, longer than the peek's. So the skip is only
+    // for idempotent requests, which are retried on a fresh connection when
+    // the backend closes without answering; a request that must not be sent
+    // twice always gets the peek. Connections idle for a second or more keep
+    // it too: that is where backends' idle-timeout closes land (none closes
+    // sooner, see IdleCloseEstimate::kShortest).
+    const bool seen_quiet = idempotent && now - conn->last_used < IdleCloseEstimate::kShortest &&
+                            conn->stream().quiet_as_observed();
+    if (!seen_quiet && !conn->quiet_and_open()) {
       worker_.stats().add(slot(server), Counter::evict_dead_at_checkout);
       // Retired first, so that the gauges observe_close() publishes no longer
       // count it; the object itself lives until the next loop turn.

@@ -51,7 +51,7 @@ void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reus
     replay_complete_ = false;
     std::string().swap(replay_);
   }
-  conn_->stream().enable_read();
+  read_head();
   arm_timeouts();
 }
 
@@ -265,6 +265,7 @@ bool UpstreamRequest::feed_chunked(evbuffer* in) {
 }
 
 bool UpstreamRequest::handle_head() {
+  conn_->stream().set_input_limit(Stream::kDefaultInputLimit);  // the body's reads are full-size again
   auto& h = parser_.head();
   // RFC 9110 15: a status outside 100..599 is not HTTP; nothing of it reaches the client.
   if (h.status < 100 || h.status > 599) {
@@ -317,8 +318,7 @@ bool UpstreamRequest::handle_head() {
   if (!request_complete_) arm_timeouts();
   events_.on_response_head(h, mode_);
   if (!conn_ || failed_) return false;
-  if (mode_ == BodyMode::length || mode_ == BodyMode::until_close)
-    splice_to_ = events_.response_splice_target(mode_ == BodyMode::length ? std::optional(remaining_) : std::nullopt);
+  choose_response_splice();
   // Only a chunked body goes through the parser; the head is done with.
   if (mode_ == BodyMode::chunked) parser_.resume_chunked_body(&relay_);
   else parser_.reset();

@@ -24,6 +24,21 @@ void UpstreamRequest::on_upstream_drained(UpstreamConnection&) {
   else if (!head_seen_ && conn_ && conn_->stream().output_length() == 0) arm_timeouts();
 }
 
+// While the head is awaited, the backend's socket is read kHeadReadSize at a
+// time when the body may be spliced, so that a large body stays in the socket
+// for the pump; handle_head() restores full-size reads.
+void UpstreamRequest::read_head() {
+  const bool small = !options_.head_request && events_.response_may_splice();
+  conn_->stream().set_input_limit(small ? kHeadReadSize : Stream::kDefaultInputLimit);
+  conn_->stream().enable_read();
+}
+
+// The final head is in: whether its body may go by splice, and to where.
+void UpstreamRequest::choose_response_splice() {
+  if (mode_ == BodyMode::length || mode_ == BodyMode::until_close)
+    splice_to_ = events_.response_splice_target(mode_ == BodyMode::length ? std::optional(remaining_) : std::nullopt);
+}
+
 // Called by process_response once the buffered part of the body is relayed.
 void UpstreamRequest::pump_response_splice() {
   if (!conn_ || failed_ || response_complete_ || paused_) return;

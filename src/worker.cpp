@@ -5,6 +5,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cassert>
+
 #include "holdfast/client_connection.hpp"
 
 namespace holdfast {
@@ -150,11 +152,13 @@ void Worker::begin_drain() {
   timeval tv{static_cast<time_t>(config().drain_timeout.count() / 1000),
              static_cast<suseconds_t>((config().drain_timeout.count() % 1000) * 1000)};
   evtimer_add(drain_deadline_event_, &tv);
-  clients_.for_each([](ClientConnection* c) { c->drain(); });
+  // Active ones first: drain() may make an idle one active, never the reverse,
+  // so each is told once.
+  for (auto* list : {&active_, &resume_, &idle_}) list->for_each([](ClientConnection* c) { c->drain(); });
   // Idle connections now close after the drain grace instead of
   // keepalive_timeout, counted from the drain: each gets the full grace.
-  auto now = Clock::now();
-  idle_.for_each([now](ClientConnection* c) { c->idle_since = now; });
+  auto now = clock_ms(Clock::now());
+  idle_.for_each([now](ClientConnection* c) { c->idle_since_ms = now; });
   if (idle_timer_armed_) event_del(idle_timer_);
   arm_idle_timer();
   current_->close_idle();
@@ -162,13 +166,13 @@ void Worker::begin_drain() {
 }
 
 void Worker::maybe_finish_drain() {
-  if (draining_ && clients_.empty()) event_base_loopexit(base_, nullptr);
+  if (draining_ && client_count() == 0) event_base_loopexit(base_, nullptr);
 }
 
 void Worker::on_drain_deadline(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   spdlog::warn("worker {}: drain_timeout reached with {} connection(s) still open; closing them", self->index_,
-               self->clients_.size());
+               self->client_count());
   event_base_loopbreak(self->base_);
 }
 
@@ -180,30 +184,42 @@ void Worker::on_accept(int fd, const sockaddr* addr, int len) {
 }
 
 void Worker::add_client(std::unique_ptr<ClientConnection> conn) {
-  clients_.push_back(conn.release());
+  move_to(conn.release(), ClientConnection::ClientList::active);
   publish_client_gauges();
 }
 
 void Worker::publish_client_gauges() noexcept {
   auto idle = static_cast<std::int64_t>(idle_.size());
   stats_.set(0, Gauge::client_idle, idle);
-  stats_.set(0, Gauge::client_active, static_cast<std::int64_t>(clients_.size()) - idle);
+  stats_.set(0, Gauge::client_active, static_cast<std::int64_t>(client_count()) - idle);
 }
 
 void Worker::close_all_clients() {
-  clients_.for_each([this](ClientConnection* c) {
-    clients_.remove(c);
-    idle_.remove(c);
-    resume_.remove(c);
-    delete c;
-  });
+  for (auto* list : {&active_, &resume_, &idle_})
+    list->for_each([this](ClientConnection* c) {
+      move_to(c, ClientConnection::ClientList::none);
+      delete c;
+    });
   publish_client_gauges();
 }
 
+void Worker::move_to(ClientConnection* conn, ClientConnection::ClientList to) noexcept {
+  using L = ClientConnection::ClientList;
+  auto list = [this](L l) -> ClientLists* {
+    return l == L::active ? &active_ : l == L::idle ? &idle_ : l == L::resume ? &resume_ : nullptr;
+  };
+  if (auto* from = list(conn->listed_in)) from->remove(conn);
+  if (auto* into = list(to)) into->push_back(conn);
+  conn->listed_in = to;
+}
+
 void Worker::mark_idle(ClientConnection* conn) {
-  idle_.remove(conn);
-  conn->idle_since = Clock::now();
-  idle_.push_back(conn);
+  // Never waiting for a resume here: a connection is posted for one only
+  // while exchanging, and taken off the resume list before it is idle again.
+  assert(conn->listed_in != ClientConnection::ClientList::resume);
+  if (conn->listed_in == ClientConnection::ClientList::none) return;  // closed meanwhile
+  conn->idle_since_ms = clock_ms(Clock::now());
+  move_to(conn, ClientConnection::ClientList::idle);
   publish_client_gauges();
   if (!idle_timer_armed_) arm_idle_timer();
 }
@@ -222,8 +238,8 @@ std::chrono::milliseconds Worker::idle_limit() const noexcept {
 void Worker::arm_idle_timer() {
   idle_timer_armed_ = false;
   if (idle_.empty()) return;
-  auto deadline = idle_.front()->idle_since + idle_limit();
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now()).count();
+  auto idle_for = std::chrono::milliseconds(static_cast<std::uint32_t>(clock_ms(Clock::now()) - idle_.front()->idle_since_ms));
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(idle_limit() - idle_for).count();
   if (us < 0) us = 0;
   timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
   event_add(idle_timer_, &tv);
@@ -233,19 +249,22 @@ void Worker::arm_idle_timer() {
 void Worker::on_idle_timer(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   self->idle_timer_armed_ = false;
-  auto now = Clock::now();
+  auto now = clock_ms(Clock::now());
   auto timeout = self->idle_limit();
   // keepalive_timeout: the ordinary end of an idle connection.
-  while (!self->idle_.empty() && self->idle_.front()->idle_since + timeout <= now) {
+  while (!self->idle_.empty() &&
+         std::chrono::milliseconds(static_cast<std::uint32_t>(now - self->idle_.front()->idle_since_ms)) >= timeout) {
     auto* c = self->idle_.front();
-    self->idle_.remove(c);
+    self->move_to(c, ClientConnection::ClientList::active);
     c->close_idle(self->draining_);
   }
   self->arm_idle_timer();
 }
 
 void Worker::post_resume(ClientConnection* conn) {
-  if (!resume_.contains(conn)) resume_.push_back(conn);
+  // Only an active connection has an exchange to finish; a closed one
+  // (none) is not the worker's any more.
+  if (conn->listed_in == ClientConnection::ClientList::active) move_to(conn, ClientConnection::ClientList::resume);
   event_active(resume_event_, EV_READ, 0);
 }
 
@@ -253,16 +272,14 @@ void Worker::on_resume(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   while (!self->resume_.empty()) {
     auto* c = self->resume_.front();
-    self->resume_.remove(c);
+    self->move_to(c, ClientConnection::ClientList::active);
     c->resume_after_exchange();
   }
 }
 
 void Worker::remove_client(ClientConnection* conn) {
-  idle_.remove(conn);
-  resume_.remove(conn);
-  if (clients_.contains(conn)) {
-    clients_.remove(conn);
+  if (conn->listed_in != ClientConnection::ClientList::none) {
+    move_to(conn, ClientConnection::ClientList::none);
     defer_delete(std::unique_ptr<ClientConnection>(conn));
   }
   publish_client_gauges();

@@ -23,6 +23,7 @@
 #include "holdfast/errors.hpp"
 #include "holdfast/http_message.hpp"
 #include "holdfast/intrusive_list.hpp"
+#include "holdfast/peer_address.hpp"
 #include "holdfast/stream.hpp"
 
 namespace holdfast {
@@ -66,9 +67,9 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   // --- For the Exchange ---
   Worker& worker() const noexcept { return worker_; }
   std::uint64_t id() const noexcept { return id_; }
-  const std::string& peer() const noexcept { return peer_; }
-  // The address part of peer(), without brackets.
-  std::string_view peer_ip() const noexcept;
+  // The client's address as text ("ip:port", and .ip() without the port),
+  // made on each call: an Exchange takes it once.
+  PeerAddress::Text peer() const noexcept { return peer_.text(); }
   evbuffer* input() { return stream_.input(); }
   // The socket itself, for a request body moved by splice(2).
   Stream& stream() noexcept { return stream_; }
@@ -112,20 +113,32 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   // and linger, for a client that may be sending right now (draining).
   void close_idle(bool gracefully);
 
-  // Links and timestamp owned by the Worker's client lists.
-  ListLink<ClientConnection> all_link;
-  ListLink<ClientConnection> idle_link;
-  ListLink<ClientConnection> resume_link;
-  std::chrono::steady_clock::time_point idle_since{};
+  // Link, list tag (listed_in, below) and timestamp owned by the Worker's
+  // client lists. A connection is in exactly one of them: idle between
+  // requests, resume between an exchange's end and the next request, active
+  // otherwise; so one link serves all three, and `listed_in` says which
+  // holds it (none: not, or no longer, the worker's).
+  enum class ClientList : std::uint8_t { none, active, idle, resume };
+  ListLink<ClientConnection> list_link;
 
  private:
-  enum class State { idle, reading_head, exchanging, discarding, tunnel, closing, lingering, closed };
+  enum class State : std::uint8_t { idle, reading_head, exchanging, discarding, tunnel, closing, lingering, closed };
 
   // Decoded chunks of a request body being discarded go nowhere.
   struct DiscardSink final : BodySink {
     void on_body_data(const char*, std::size_t) override {}
     void on_trailers(HeaderList&&) override {}
   };
+  // State of the rare endings, made on first use (client_discard.cpp,
+  // client_close.cpp): an idle connection does not carry it.
+  struct Ending {
+    // discarding: Content-Length bytes left (nullopt: chunked, through the parser).
+    std::optional<std::uint64_t> discard_left;
+    std::uint64_t discarded = 0;
+    std::size_t lingered = 0;
+    DiscardSink discard_sink;
+  };
+  Ending& ending();
 
   void on_stream_readable(Stream&) override;
   void on_stream_drained(Stream&) override;
@@ -154,33 +167,39 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   void response_policy(std::string& out, bool must_close);
   void queue(const char* data, std::size_t n);
 
+  // Every byte here is paid once per idle keep-alive connection: what only
+  // a request in flight or a rare ending needs is made on use (parser_,
+  // exchange_, tunnel_, ending_), and the small fields share the tail.
   Worker& worker_;
   Stream stream_;
   std::uint64_t id_;
-  std::string peer_;  // "ip:port" or "[ip6]:port"
   std::unique_ptr<HttpParser> parser_;
-  std::uint64_t version_ = 0;  // configuration version whose client settings apply
   std::unique_ptr<Exchange> exchange_;
   std::unique_ptr<Tunnel> tunnel_;    // after 101 Switching Protocols
-  State state_ = State::idle;
+  std::unique_ptr<Ending> ending_;    // discarding or lingering (see Ending)
   std::uint64_t served_ = 0;          // requests begun on this connection
   std::uint64_t response_bytes_ = 0;  // of the current answer
-  bool close_after_response_ = false;
-  bool linger_ = false;               // closing: half-close and drain reads first
-  bool reading_paused_ = false;
-  bool in_parse_ = false;             // parse_requests() is on the stack
-  bool input_closed_ = false;         // the client shut down its sending side
+  std::chrono::steady_clock::time_point deadline_{};  // head deadline, or end of lingering or discarding
+  PeerAddress peer_;
+  // Low 32 bits of the configuration version whose client settings apply
+  // (only compared for equality with the current one).
+  std::uint32_t version_ = 0;
+  State state_ = State::idle;
+  bool close_after_response_ : 1 = false;
+  bool linger_ : 1 = false;               // closing: half-close and drain reads first
+  bool reading_paused_ : 1 = false;
+  bool in_parse_ : 1 = false;             // parse_requests() is on the stack
+  bool input_closed_ : 1 = false;         // the client shut down its sending side
   // The request being answered (for the response's framing).
-  bool request_keep_alive_ = true;
-  bool request_http11_ = true;
-  bool request_head_ = false;         // HEAD: answers carry no body
-  bool response_chunked_ = false;     // the current response is chunked to the client
-  std::chrono::steady_clock::time_point deadline_{};  // head deadline, or end of lingering
-  std::size_t lingered_ = 0;
-  // discarding: Content-Length bytes left (nullopt: chunked, through the parser).
-  std::optional<std::uint64_t> discard_left_;
-  std::uint64_t discarded_ = 0;
-  DiscardSink discard_sink_;
+  bool request_keep_alive_ : 1 = true;
+  bool request_http11_ : 1 = true;
+  bool request_head_ : 1 = false;         // HEAD: answers carry no body
+  bool response_chunked_ : 1 = false;     // the current response is chunked to the client
+
+ public:
+  ClientList listed_in = ClientList::none;  // owned by the Worker
+  // When the connection became idle, in Worker::clock_ms() units.
+  std::uint32_t idle_since_ms = 0;
 };
 
 }  // namespace holdfast

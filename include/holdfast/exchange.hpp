@@ -24,6 +24,7 @@
 #include "holdfast/errors.hpp"
 #include "holdfast/free_list.hpp"
 #include "holdfast/http_message.hpp"
+#include "holdfast/peer_address.hpp"
 #include "holdfast/phase.hpp"
 #include "holdfast/upstream_request.hpp"
 #include "holdfast/wait_queue.hpp"
@@ -136,6 +137,7 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   void on_upstream_error(ProxyError error, const char* detail, RetryClass retry) override;
   // splice(2) (exchange_splice.cpp): which bodies qualify, and the counting.
   Stream* response_splice_target(std::optional<std::uint64_t> length) override;
+  bool response_may_splice() override;
   void on_response_spliced(std::size_t n) override;
   void on_request_spliced(std::size_t n) override;
   // Called when no request body byte is buffered: moves a large
@@ -145,6 +147,9 @@ class Exchange final : private UpstreamRequest::Events, private SlotWaiter {
   ClientConnection& client_;
   DownstreamSink& sink_;
   Worker& worker_;
+  // The client's address, written out once per exchange (the connection
+  // keeps it in binary form).
+  PeerAddress::Text peer_;
   // The version this exchange started on: its routes, servers and limits
   // hold until it ends, whatever reloads happen meanwhile.
   std::shared_ptr<Generation> generation_;

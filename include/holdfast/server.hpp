@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,10 +77,28 @@ class Server {
   // Opens one socket per worker for `ep`; false (and nothing left open) on error.
   bool open_listener(const Endpoint& ep, unsigned workers, int backlog, std::vector<int>& fds, std::string& actual,
                      std::string& error);
+  // Sockets bound for the listen addresses a version adds: each worker's,
+  // and (address as written, address bound) of each. Owned here until
+  // handed to the workers.
+  struct NewListeners {
+    std::vector<std::vector<ListenSocket>> per_worker;
+    std::vector<std::pair<std::string, std::string>> bound;
+    void close_all() noexcept;
+  };
+  // Binds every address of `cfg.listen` that has no socket yet (at startup:
+  // all); false with `error`, and nothing left open, when one cannot be bound.
+  bool bind_new_listeners(const Config& cfg, unsigned workers, NewListeners& out, std::string& error);
+  // Health of a version's servers: slots new to their server start down when
+  // their checks say so, and without checks nothing keeps a server down.
+  void set_initial_health(const ConfigVersion& v, const std::vector<std::size_t>& fresh);
   // Control thread: the config file's directory is watched (reload_on_change).
   void watch_config(int inotify_fd);
-  bool config_changed();
-  static std::string read_text(const std::string& path);
+  // Reads the config file into `text` (nullopt when it cannot be opened);
+  // true when that differs from what was last loaded.
+  bool config_changed(std::optional<std::string>& text);
+  static std::optional<std::string> read_text(const std::string& path);
+  // reload() with the file's text already read (nullopt: it could not be opened).
+  bool reload_from(const std::string& cause, std::optional<std::string> text);
   void restart_checker(std::shared_ptr<const ConfigVersion> v);
   void on_dns_answer(const std::string& name, const std::vector<std::string>& addresses);
   void apply_dns_answers();
@@ -89,7 +108,7 @@ class Server {
   SlotRegistry slots_;                             // control thread only
   std::shared_ptr<const ConfigVersion> version_;   // read with atomic_load by other threads
   std::uint64_t next_version_ = 2;
-  std::string last_text_;                          // the file as last read, to ignore touches
+  std::optional<std::string> last_text_;           // the file as last read, to ignore touches
   std::vector<int> config_watches_;                // inotify watches of the control thread
   std::map<std::string, std::string> listeners_;   // key as written -> address bound
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -42,6 +42,12 @@ bool splice_available() noexcept;
 // pipe's extra syscalls cost more than the copy they save.
 inline constexpr std::uint64_t kSpliceMinRemainder = 32 * 1024;
 
+// While a response head is awaited and its body may be spliced, the
+// backend's socket is read at most this much at a time: a head (and a small
+// response whole) fits in one recv, and a large Content-Length body stays in
+// the socket for the pump instead of being copied up with the head.
+inline constexpr std::uint32_t kHeadReadSize = 4 * 1024;
+
 class SplicePump {
  public:
   enum class Status {

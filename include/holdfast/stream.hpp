@@ -25,6 +25,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <optional>
 
 namespace holdfast {
@@ -106,13 +107,29 @@ class Stream {
   // armed: an idle keep-alive connection then holds no buffer or timer
   // memory at all (nginx does the same with its buffers).
   void release_idle_resources();
+  // True when no byte, FIN or error can have reached the socket before the
+  // last moment its readiness was observed: its last read drained it (a
+  // short read or EAGAIN) and no read edge was seen since, neither handled
+  // (read_ready_) nor waiting in this loop turn's queue of active events.
+  // With edge triggering, epoll reports every arrival once; so a socket in
+  // this state was quiet when this turn's epoll_wait (or its own drain, if
+  // later) looked, and anything newer arrived during this turn.
+  bool quiet_as_observed() const noexcept {
+    // libevent 2.1 has no public "is this event active" query; the flags are
+    // in the installed event_struct.h.
+    constexpr short queued = EVLIST_ACTIVE | EVLIST_ACTIVE_LATER;
+    return fd_ >= 0 && !read_ready_ && !peer_closed_ && !eof_ && !pending_error_ && input_length() == 0 &&
+           (io_event_.ev_evcallback.evcb_flags & queued) == 0;
+  }
   bool is_connecting() const noexcept { return connecting_; }
   bool is_closed() const noexcept { return fd_ < 0; }
   // errno of the last error reported.
   int last_error() const noexcept { return last_error_; }
 
   // Reading from the socket stops while disabled or while input() holds
-  // `input_limit` bytes; enabling again picks up data that arrived meanwhile.
+  // `input_limit` bytes (one recv never asks for more than the room left);
+  // enabling again picks up data that arrived meanwhile.
+  static constexpr std::uint32_t kDefaultInputLimit = 256 * 1024;
   void enable_read();
   void disable_read();
   bool reading_enabled() const noexcept { return reading_; }
@@ -181,31 +198,46 @@ class Stream {
   void arm_timer();
   void raise_error(short direction, int err);
 
-  int fd_;
+  // The timer and the deadline it is set for, made together when a deadline
+  // is first armed (an idle stream holds neither).
+  struct Timer {
+    event ev;
+    Clock::time_point at;
+  };
+  void free_timer() noexcept {
+    if (!timer_) return;
+    event_del(&timer_->ev);
+    delete timer_;
+    timer_ = nullptr;
+    timer_armed_ = false;
+  }
+
+  // Laid out without holes (a client connection's Stream is paid once per
+  // idle keep-alive connection): pointers, then the 4-byte fields with the flags.
   evbuffer* input_ = nullptr;   // created on first use
   evbuffer* output_ = nullptr;
   event io_event_;
-  event* timer_ = nullptr;      // created on first use
+  Timer* timer_ = nullptr;      // created on first use
   Handler* handler_ = nullptr;
-  bool connecting_ = false;
-  bool reading_ = false;
-  bool read_ready_ = true;      // the socket may have unread bytes (edge seen, not drained)
-  bool write_ready_ = true;     // the socket can take bytes (no EAGAIN since the last edge)
-  bool eof_ = false;
-  bool peer_closed_ = false;    // EPOLLRDHUP seen: read until recv returns 0
-  bool io_added_ = false;
-  bool timer_armed_ = false;
-  bool pending_error_ = false;  // a write error waits to be reported from the loop
-  bool raw_input_ = false;      // a splice pump reads the socket (set_raw_input)
-  bool raw_write_waiting_ = false;  // a splice pump waits for a writable edge
+  int fd_;
+  bool connecting_ : 1 = false;
+  bool reading_ : 1 = false;
+  bool read_ready_ : 1 = true;      // the socket may have unread bytes (edge seen, not drained)
+  bool write_ready_ : 1 = true;     // the socket can take bytes (no EAGAIN since the last edge)
+  bool eof_ : 1 = false;
+  bool peer_closed_ : 1 = false;    // EPOLLRDHUP seen: read until recv returns 0
+  bool io_added_ : 1 = false;
+  bool timer_armed_ : 1 = false;
+  bool pending_error_ : 1 = false;  // a write error waits to be reported from the loop
+  bool raw_input_ : 1 = false;      // a splice pump reads the socket (set_raw_input)
+  bool raw_write_waiting_ : 1 = false;  // a splice pump waits for a writable edge
   int last_error_ = 0;
-  std::uint32_t input_limit_ = 256 * 1024;
+  std::uint32_t input_limit_ = kDefaultInputLimit;
   std::uint32_t drain_mark_ = 0;
   detail::CompactTimeout read_timeout_;
   detail::CompactTimeout write_timeout_;
   detail::CompactDeadline read_deadline_;
   detail::CompactDeadline write_deadline_;
-  Clock::time_point timer_at_{};
 };
 
 }  // namespace holdfast

@@ -55,6 +55,9 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
     // client's stream, or nullptr for the buffered path. `length`: the
     // Content-Length; nullopt for a close-delimited body.
     virtual Stream* response_splice_target(std::optional<std::uint64_t>) { return nullptr; }
+    // True when a large response body could go by splice: its head is then
+    // read in small steps (kHeadReadSize) so that the body stays in the socket.
+    virtual bool response_may_splice() { return false; }
     // Body bytes that reached the client (response) or the backend (request) by splice.
     virtual void on_response_spliced(std::size_t) {}
     virtual void on_request_spliced(std::size_t) {}
@@ -149,6 +152,10 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   Phase attempt_phase() const noexcept;
   // splice(2) relays (upstream_splice.cpp).
   void pump_response_splice();
+  // Reading the response's head (upstream_splice.cpp): small steps when its
+  // body may be spliced; choose_response_splice() once the head is in.
+  void read_head();
+  void choose_response_splice();
   void continue_request_splice();
   void stop_splicing() noexcept;
 

@@ -115,8 +115,14 @@ class Worker {
   // the order of their deadlines, so one worker timer serves them all and an
   // idle connection carries no timer of its own.
   void mark_idle(ClientConnection* conn);
+  // The steady clock in milliseconds modulo 2^32: an idle connection's
+  // timestamp in 4 bytes. Differences taken modulo 2^32 are right for any
+  // idle time below 49 days, across the wrap too.
+  static std::uint32_t clock_ms(Clock::time_point t) noexcept {
+    return static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
+  }
   void unmark_idle(ClientConnection* conn) {
-    idle_.remove(conn);
+    if (conn->listed_in == ClientConnection::ClientList::idle) move_to(conn, ClientConnection::ClientList::active);
     publish_client_gauges();
   }
 
@@ -139,6 +145,9 @@ class Worker {
   void on_accept(int fd, const sockaddr* addr, int len);
   void close_all_clients();
   void publish_client_gauges() noexcept;
+  // Moves conn from the list that holds it to the end of `to` (none: out of all).
+  void move_to(ClientConnection* conn, ClientConnection::ClientList to) noexcept;
+  std::size_t client_count() const noexcept { return active_.size() + idle_.size() + resume_.size(); }
   void apply_updates();
 
   SharedState& shared_;
@@ -155,9 +164,11 @@ class Worker {
   std::int64_t tunnels_ = 0;
   bool draining_ = false;
   // Owned: each is deleted through remove_client (or at shutdown).
-  IntrusiveList<ClientConnection, &ClientConnection::all_link> clients_;
-  IntrusiveList<ClientConnection, &ClientConnection::idle_link> idle_;
-  IntrusiveList<ClientConnection, &ClientConnection::resume_link> resume_;
+  // Every client connection is in exactly one of these (see ClientConnection::listed_in).
+  using ClientLists = IntrusiveList<ClientConnection, &ClientConnection::list_link>;
+  ClientLists active_;
+  ClientLists idle_;
+  ClientLists resume_;
   event* resume_event_ = nullptr;
   event* idle_timer_ = nullptr;
   bool idle_timer_armed_ = false;

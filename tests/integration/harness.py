@@ -272,6 +272,25 @@ class Proxy:
         if self.alive():
             self.proc.send_signal(sig)
 
+    def pause(self, timeout=5.0):
+        """SIGSTOP, then waits until every thread of holdfast is stopped: the
+        signal is delivered asynchronously, and a worker woken by a packet in
+        the meantime would still serve it."""
+        self.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout * SLOW
+        while time.monotonic() < deadline:
+            states = []
+            for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+                try:
+                    with open(f"/proc/{self.proc.pid}/task/{task}/stat") as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except FileNotFoundError:
+                    pass
+            if states and all(st in ("T", "t") for st in states):
+                return
+            time.sleep(0.001)
+        raise AssertionError("holdfast did not stop within %.1f s" % timeout)
+
     def wait_exit(self, timeout):
         """Waits for holdfast to exit on its own; returns the ProxyExit or None on timeout."""
         try:
