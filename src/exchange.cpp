@@ -101,7 +101,11 @@ bool Exchange::connect_upstream(std::optional<std::size_t> avoid, bool fresh, st
     server_ = *pick.server;
     server_chosen_ = true;
     if (!fresh) {
-      if (auto conn = pool_.acquire(server_, idempotent_)) {
+      // Sent again if the connection turns out closed: idempotent, and held
+      // whole (no body, or a Content-Length one that fits retry_buffer).
+      const bool retryable =
+          idempotent_ && request_.mode != BodyMode::chunked && upstream_.can_replay(head_.content_length);
+      if (auto conn = pool_.acquire(server_, idempotent_, retryable)) {
         upstream_.attach(std::move(conn), true);
         move_to(request_.done ? Phase::awaiting_head : Phase::sending);
         return true;

@@ -57,7 +57,7 @@ void UpstreamPool::drain_unadopted() {
     }
 }
 
-std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bool idempotent) {
+std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bool idempotent, bool retryable) {
   auto& s = *servers_[server];
   const auto now = Clock::now();
   while (!s.idle.empty()) {
@@ -67,17 +67,17 @@ std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bo
     // The peek: a connection the backend closed (or wrote to) while idle is
     // dropped here at no cost to the request, before a byte is written.
     // It is skipped (one recv saved per reuse) only when it could tell
-    // nothing newer than the event loop already knows: the socket was seen
-    // quiet after it went idle, by the last epoll_wait or by its own last
-    // read if later, and no edge of it waits in this turn's queue (see
-    // Stream::quiet_as_observed). A FIN sent since that look is missed; the
-    // window is this loop turn, longer than the peek's. So the skip is only
-    // for idempotent requests, which are retried on a fresh connection when
-    // the backend closes without answering; a request that must not be sent
-    // twice always gets the peek. Connections idle for a second or more keep
-    // it too: that is where backends' idle-timeout closes land (none closes
-    // sooner, see IdleCloseEstimate::kShortest).
-    const bool seen_quiet = idempotent && now - conn->last_used < IdleCloseEstimate::kShortest &&
+    // nothing newer than the event loop already knows: the socket's last
+    // read drained it, and no edge of it was seen since or waits in this
+    // turn's queue (see Stream::quiet_as_observed). A FIN that arrived after
+    // this turn's epoll_wait (or after that read), or that did not fit in a
+    // full epoll_wait batch, is then missed: the window is about a loop
+    // turn, longer than the peek's. So only a request that would be sent
+    // again whole on a fresh connection skips the peek (a missed FIN costs it
+    // a retry); any other request always gets it. Connections idle for a
+    // second or more keep it too: that is where backends' idle-timeout
+    // closes land (none closes sooner, see IdleCloseEstimate::kShortest).
+    const bool seen_quiet = retryable && now - conn->last_used < IdleCloseEstimate::kShortest &&
                             conn->stream().quiet_as_observed();
     if (!seen_quiet && !conn->quiet_and_open()) {
       worker_.stats().add(slot(server), Counter::evict_dead_at_checkout);

@@ -292,7 +292,9 @@ bool UpstreamRequest::handle_head() {
     }
     events_.on_interim_response(h);
     parser_.reset();
-    return conn_ != nullptr;
+    if (!conn_) return false;
+    read_head();  // the final head is read in small steps again
+    return true;
   }
   const bool bodiless = options_.head_request || h.status == 204 || h.status == 304;
   if (bodiless) mode_ = BodyMode::none;

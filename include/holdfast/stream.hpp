@@ -107,13 +107,13 @@ class Stream {
   // armed: an idle keep-alive connection then holds no buffer or timer
   // memory at all (nginx does the same with its buffers).
   void release_idle_resources();
-  // True when no byte, FIN or error can have reached the socket before the
-  // last moment its readiness was observed: its last read drained it (a
-  // short read or EAGAIN) and no read edge was seen since, neither handled
-  // (read_ready_) nor waiting in this loop turn's queue of active events.
-  // With edge triggering, epoll reports every arrival once; so a socket in
-  // this state was quiet when this turn's epoll_wait (or its own drain, if
-  // later) looked, and anything newer arrived during this turn.
+  // True when the loop has no news of the socket: its last read drained it
+  // (a short read or EAGAIN) and no read edge was seen since, neither
+  // handled (read_ready_) nor waiting in this loop turn's queue of active
+  // events. With edge triggering epoll reports every arrival once, so what
+  // this misses arrived after that read and was not in an epoll_wait batch
+  // handled since: in practice during this loop turn (or, when more sockets
+  // were ready than one batch holds, the turn before).
   bool quiet_as_observed() const noexcept {
     // libevent 2.1 has no public "is this event active" query; the flags are
     // in the installed event_struct.h.

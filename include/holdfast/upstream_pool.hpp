@@ -56,9 +56,11 @@ class UpstreamPool final : public UpstreamConnection::Owner {
   // ones past their safe idle time. When `idempotent` is false, connections
   // within `margin` of the backend's known idle deadline (stated, declared or
   // observed) are skipped (closed) too: a POST must not race the backend.
+  // `retryable`: the request would be sent again, whole, were the connection
+  // found closed after it went out (it may then skip the liveness peek).
   // The caller owns what is returned and must set_owner() before the next
   // loop turn.
-  std::unique_ptr<UpstreamConnection> acquire(std::size_t server, bool idempotent);
+  std::unique_ptr<UpstreamConnection> acquire(std::size_t server, bool idempotent, bool retryable = false);
 
   // True when `conn`, its request count just updated, carries its last request.
   bool last_request(const UpstreamConnection& conn) const noexcept {

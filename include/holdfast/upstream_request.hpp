@@ -78,6 +78,11 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   // --- Request encoder ---
   // The head to send; kept for a replay while it fits in retry_buffer.
   void set_head(std::string head);
+  // True when the head and `body` more bytes fit in retry_buffer, so that the
+  // whole request could be sent again on a fresh connection.
+  bool can_replay(std::uint64_t body) const noexcept {
+    return replay_complete_ && replay_.size() <= options_.retry_buffer && body <= options_.retry_buffer - replay_.size();
+  }
   // Takes the lease and queues everything held so far (head, and on a retry
   // the body sent before). Nothing is written until flush().
   void attach(std::unique_ptr<UpstreamConnection> conn, bool reused);

@@ -48,8 +48,11 @@ class SpliceHeadTest(h.ProxyTestCase):
                 if req.target.startswith("/n/"):
                     n = int(req.target[3:])
                     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (n, extra_headers)
-                    pre = b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n" if interim else b""
-                    conn.sendall(pre + head + b"".join(tsp.exact_blocks(n)))
+                    if interim:
+                        # The 103 on its own, read before the final head arrives.
+                        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n")
+                        time.sleep(0.05)
+                    conn.sendall(head + b"".join(tsp.exact_blocks(n)))
                 elif req.target == "/close":
                     conn.sendall(b"HTTP/1.1 200 OK\r\n\r\nuntil close")
                     return
@@ -112,9 +115,14 @@ class SpliceHeadTest(h.ProxyTestCase):
         p = self.proxy(self.config([b.port]))
         c = self.client(p.port, 60 * h.SLOW)
         n = 128 * KIB
+        before = tsp.spliced(p, "response")
         c.send(h.build_request("GET", f"/n/{n}"))
         r, count, digest = self.read_digest(c)
         self.assertEqual((r.status, count, digest), (200, n, tsp.body_digest(n)))
+        # After the 103 the final head is read in small steps again, so the
+        # body that came with it in one write is still spliced.
+        moved = spliced_since(p, before, n - HEAD_STEP)
+        self.assertGreaterEqual(moved, n - HEAD_STEP, f"only {moved} of {n} bytes went by splice")
         self.assertEqual(c.request("GET", "/small").body, b"hello, world\n")
 
     def test_small_mid_and_head_responses_unchanged(self):
