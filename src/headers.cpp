@@ -16,13 +16,7 @@ std::string_view trim(std::string_view s) noexcept {
 
 template <typename F>
 void for_each_list_item(std::string_view value, F&& f) {
-  while (!value.empty()) {
-    auto comma = value.find(',');
-    auto item = trim(value.substr(0, comma));
-    if (!item.empty()) f(item);
-    if (comma == std::string_view::npos) break;
-    value.remove_prefix(comma + 1);
-  }
+  for (std::string_view item; next_list_item(value, item);) f(item);
 }
 }  // namespace
 

@@ -36,14 +36,7 @@ void append_end_to_end(std::string& out, const HeaderList& headers, std::initial
   bool spilled = false;
   for (const auto& h : headers)
     if (iequals(h.name, "connection")) {
-      std::string_view rest = h.value;
-      while (!rest.empty() && !spilled) {
-        auto comma = rest.find(',');
-        auto item = rest.substr(0, comma);
-        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-        while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-        if (item.empty()) continue;
+      for (std::string_view rest = h.value, item; !spilled && next_list_item(rest, item);) {
         if (held < kHeld) held_tokens[held++] = item;
         else spilled = true;
       }
@@ -116,15 +109,8 @@ const std::string_view* allowed_upgrade(const MessageHead& h, const std::vector<
   if (allowed.empty()) return nullptr;
   const std::string_view* value = find_header(h.headers, "upgrade");
   if (!value || !connection_has_token(h.headers, "upgrade")) return nullptr;
-  std::string_view rest = *value;
   int protocols = 0;
-  while (!rest.empty()) {
-    auto comma = rest.find(',');
-    auto item = rest.substr(0, comma);
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (item.empty()) continue;
+  for (std::string_view rest = *value, item; next_list_item(rest, item);) {
     auto name = item.substr(0, item.find('/'));  // "websocket", "foo/2"
     bool ok = !iequals(name, "h2c");
     if (ok) {

@@ -27,6 +27,22 @@ inline bool iequals(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
+// Takes the next element of a comma-separated field value (RFC 9110 5.6.1)
+// off the front of `rest` into `item`, without the whitespace around it;
+// empty elements are skipped. False once none is left. Inline: hop-by-hop
+// filtering runs it over the Connection field of every head.
+inline bool next_list_item(std::string_view& rest, std::string_view& item) noexcept {
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    item = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (!item.empty()) return true;
+  }
+  return false;
+}
+
 // Lower-cased tokens of every Connection field (e.g. "close", "keep-alive",
 // "x-secret"). Tokens name further hop-by-hop fields.
 std::vector<std::string> connection_tokens(const HeaderList& headers);

@@ -1,9 +1,20 @@
 #include <doctest/doctest.h>
 
+#include <string_view>
+#include <vector>
+
 #include "holdfast/headers.hpp"
 #include "holdfast/http1_encode.hpp"
 
 using namespace holdfast;
+
+TEST_CASE("list elements are taken one by one, trimmed, empty ones skipped") {
+  std::vector<std::string_view> got;
+  for (std::string_view rest = " a,\tb c ,, ,d,", item; next_list_item(rest, item);) got.push_back(item);
+  CHECK(got == std::vector<std::string_view>{"a", "b c", "d"});
+  std::string_view rest = " , ,", item;
+  CHECK_FALSE(next_list_item(rest, item));
+}
 
 TEST_CASE("Connection tokens name further hop-by-hop fields") {
   HeaderList h{{"Connection", "close, X-Secret"}, {"connection", " Foo "}, {"X-Secret", "1"}};
