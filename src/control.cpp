@@ -96,9 +96,15 @@ int Server::run(const sigset_t& signals) {
       timeout = static_cast<int>(std::max<std::int64_t>(0, left.count()));
     }
     int n = ::poll(fds, ifd >= 0 ? 3 : 2, timeout);
-    if (n < 0 && errno != EINTR) {
-      spdlog::error("control loop: poll: {}", strerror(errno));
-      break;
+    if (n < 0) {
+      // EINTR, and the restart codes a debugger's attach can leak, are not failures; none of
+      // poll's errors is a reason to stop taking signals, so the loop waits briefly and goes on.
+      int err = errno;
+      if (err != EINTR) {
+        spdlog::warn("control loop: poll: {}", strerror(err));
+        ::poll(nullptr, 0, 100);
+      }
+      continue;
     }
     if (fds[0].revents & POLLIN) {
       signalfd_siginfo info{};

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cassert>
+#include <chrono>
+#include <thread>
 
 #include "holdfast/client_connection.hpp"
 
@@ -68,7 +70,13 @@ void Worker::join() {
 
 void Worker::run() {
   running_.store(true, std::memory_order_relaxed);
-  event_base_dispatch(base_);
+  // The loop returns -1 when epoll_wait fails with anything but EINTR (a debugger's attach can
+  // leak a restart code); that is no reason to drop every client, so it is entered again. It
+  // ends for good only when the worker asked it to (loopexit on drain, loopbreak on stop).
+  while (event_base_dispatch(base_) < 0 && !event_base_got_exit(base_) && !event_base_got_break(base_)) {
+    spdlog::warn("worker {}: event loop failed, resuming", index_);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // no busy spin if it persists
+  }
   running_.store(false, std::memory_order_relaxed);
   // Whatever is still open when the loop ends (drain timeout) is closed here,
   // on the worker's own thread.
