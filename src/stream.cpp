@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "holdfast/parking.hpp"
+
 namespace holdfast {
 
 static_assert(sizeof(evbuffer_iovec) == sizeof(iovec) && offsetof(evbuffer_iovec, iov_len) == offsetof(iovec, iov_len),
@@ -56,13 +58,19 @@ Stream::Stream(event_base* base, int fd, bool connecting)
   write_ready_ = !connecting;
   // EV_CLOSED (EPOLLRDHUP) tells a FIN apart from data, so that a short read
   // may be taken as "drained" without missing an EOF that came with the data.
-  event_assign(&io_event_, base, fd_, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, &Stream::on_io, this);
-  event_add(&io_event_, nullptr);
+  register_io(base);
+}
+
+void Stream::register_io(event_base* base) {
+  io_ = take_event();
+  event_assign(io_, base, fd_, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, &Stream::on_io, this);
+  event_add(io_, nullptr);
   io_added_ = true;
 }
 
 Stream::~Stream() {
   close();
+  if (io_) give_event(io_);
   free_timer();
   if (input_) drop_buffer(input_);
   if (output_) drop_buffer(output_);
@@ -93,7 +101,8 @@ void Stream::release_idle_resources() {
 
 void Stream::close() {
   if (fd_ < 0) return;
-  if (io_added_) event_del(&io_event_);
+  if (!io_) ParkingLot::forget(*this);
+  if (io_added_) event_del(io_);
   if (timer_) event_del(&timer_->ev);
   io_added_ = timer_armed_ = false;
   ::close(fd_);
@@ -112,7 +121,7 @@ void Stream::enable_read() {
     read_deadline_ = Clock::now() + *read_timeout_;
     arm_timer();
   }
-  if (read_ready_) event_active(&io_event_, EV_READ, 1);
+  if (read_ready_) event_active(io(), EV_READ, 1);
 }
 
 void Stream::disable_read() {
@@ -121,7 +130,7 @@ void Stream::disable_read() {
 }
 
 void Stream::kick() {
-  if (reading_ && read_ready_ && fd_ >= 0 && !eof_) event_active(&io_event_, EV_READ, 1);
+  if (reading_ && read_ready_ && fd_ >= 0 && !eof_) event_active(io(), EV_READ, 1);
 }
 
 void Stream::set_read_timeout(std::optional<Millis> t) {
@@ -152,7 +161,7 @@ void Stream::arm_timer() {
   if (timer_armed_ && timer_->at <= *earliest) return;  // it fires first and re-arms for the rest
   if (!timer_) {
     if (!(timer_ = new (std::nothrow) Timer)) return;  // no memory: this deadline goes unwatched
-    evtimer_assign(&timer_->ev, event_get_base(&io_event_), &Stream::on_timer, this);
+    evtimer_assign(&timer_->ev, event_get_base(io()), &Stream::on_timer, this);
   }
   timeval tv = to_timeval(*earliest - Clock::now());
   event_add(&timer_->ev, &tv);
@@ -374,11 +383,14 @@ bool Stream::write_and_notify() {
 
 void Stream::flush() {
   if (fd_ < 0 || connecting_ || !write_ready_ || output_length() == 0) return;
+  // What a write leaves behind waits for a write edge, which only the event gets.
+  if (!io_) [[unlikely]]
+    leave_lot();
   if (int err = write_out()) {
     // Reported from the loop, never from inside the owner that is writing.
     last_error_ = err;
     pending_error_ = true;
-    event_active(&io_event_, EV_WRITE, 1);
+    event_active(io(), EV_WRITE, 1);
   }
 }
 
@@ -415,7 +427,7 @@ void Stream::fail_raw_write(int err) {
   if (fd_ < 0) return;
   last_error_ = err;
   pending_error_ = true;
-  event_active(&io_event_, EV_WRITE, 1);
+  event_active(io(), EV_WRITE, 1);
 }
 
 void Stream::raise_error(short direction, int err) {

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "holdfast/client_connection.hpp"
+#include "holdfast/parking.hpp"
 
 namespace holdfast {
 
@@ -35,6 +36,8 @@ Worker::Worker(SharedState& shared, unsigned index, std::shared_ptr<const Config
   event_add(drain_request_event_, nullptr);
   drain_deadline_event_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
   idle_timer_ = evtimer_new(base_, &Worker::on_idle_timer, this);
+  park_timer_ = evtimer_new(base_, &Worker::on_park_timer, this);
+  lot_ = std::make_unique<ParkingLot>(base_, stats_);
   resume_event_ = event_new(base_, -1, 0, &Worker::on_resume, this);
 }
 
@@ -55,6 +58,8 @@ Worker::~Worker() {
   event_free(drain_request_event_);
   event_free(drain_deadline_event_);
   event_free(idle_timer_);
+  event_free(park_timer_);
+  lot_.reset();  // before its base goes; no connection is parked any more
   event_free(resume_event_);
   event_base_free(base_);
   ::close(drain_fd_);
@@ -70,6 +75,7 @@ void Worker::join() {
 
 void Worker::run() {
   running_.store(true, std::memory_order_relaxed);
+  lot_->bind_to_thread();
   // The loop returns -1 when epoll_wait fails with anything but EINTR (a debugger's attach can
   // leak a restart code); that is no reason to drop every client, so it is entered again. It
   // ends for good only when the worker asked it to (loopexit on drain, loopbreak on stop).
@@ -216,6 +222,7 @@ void Worker::move_to(ClientConnection* conn, ClientConnection::ClientList to) no
   auto list = [this](L l) -> ClientLists* {
     return l == L::active ? &active_ : l == L::idle ? &idle_ : l == L::resume ? &resume_ : nullptr;
   };
+  if (conn == park_cursor_) park_cursor_ = conn->list_link.next;  // the cursor stays in idle_
   if (auto* from = list(conn->listed_in)) from->remove(conn);
   if (auto* into = list(to)) into->push_back(conn);
   conn->listed_in = to;
@@ -230,6 +237,35 @@ void Worker::mark_idle(ClientConnection* conn) {
   move_to(conn, ClientConnection::ClientList::idle);
   publish_client_gauges();
   if (!idle_timer_armed_) arm_idle_timer();
+  if (!park_cursor_) park_cursor_ = conn;
+  if (!park_timer_armed_) arm_park_timer();
+}
+
+void Worker::arm_park_timer() {
+  park_timer_armed_ = false;
+  if (!park_cursor_) return;
+  auto idle_for = std::chrono::milliseconds(static_cast<std::uint32_t>(clock_ms(Clock::now()) - park_cursor_->idle_since_ms));
+  // A little later than the first one is due, so that one pass parks a batch.
+  auto wait = std::max(ParkingLot::kParkAfter - idle_for, std::chrono::milliseconds(0)) + std::chrono::milliseconds(20);
+  timeval tv{0, static_cast<suseconds_t>(std::chrono::duration_cast<std::chrono::microseconds>(wait).count())};
+  event_add(park_timer_, &tv);
+  park_timer_armed_ = true;
+}
+
+void Worker::on_park_timer(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  self->park_timer_armed_ = false;
+  auto now = clock_ms(Clock::now());
+  // A connection that cannot park now (bytes pending, an edge queued) is
+  // about to be busy; it is tried again the next time it becomes idle.
+  while (self->park_cursor_ &&
+         std::chrono::milliseconds(static_cast<std::uint32_t>(now - self->park_cursor_->idle_since_ms)) >=
+             ParkingLot::kParkAfter) {
+    auto* c = self->park_cursor_;
+    self->park_cursor_ = c->list_link.next;
+    self->lot_->park(c->stream());
+  }
+  self->arm_park_timer();
 }
 
 std::chrono::milliseconds Worker::idle_limit() const noexcept {

@@ -100,6 +100,8 @@ namespace holdfast {
   X(client_active, worker, "client_connections", "state=\"active\"", sum, 1.0,                                  \
     "Open client connections: active (reading a request or in an exchange) or idle (keep-alive).")               \
   X(client_idle, worker, "client_connections", "state=\"idle\"", sum, 1.0, "")                                   \
+  X(client_parked, worker, "client_connections_parked", "", sum, 1.0,                                           \
+    "Idle client connections parked after 250 ms without a byte: no event of their own (counted as idle too).") \
   X(tunnels_active, worker, "tunnels_active", "", sum, 1.0, "Upgrade tunnels open now.")                          \
   X(config_version, worker, "config_version", "", max, 1.0,                                                     \
     "Configuration version new requests use (1 at start, one more per reload that took effect).")             \

@@ -118,8 +118,8 @@ class Stream {
     // libevent 2.1 has no public "is this event active" query; the flags are
     // in the installed event_struct.h.
     constexpr short queued = EVLIST_ACTIVE | EVLIST_ACTIVE_LATER;
-    return fd_ >= 0 && !read_ready_ && !peer_closed_ && !eof_ && !pending_error_ && input_length() == 0 &&
-           (io_event_.ev_evcallback.evcb_flags & queued) == 0;
+    return fd_ >= 0 && io_ && !read_ready_ && !peer_closed_ && !eof_ && !pending_error_ && input_length() == 0 &&
+           (io_->ev_evcallback.evcb_flags & queued) == 0;
   }
   bool is_connecting() const noexcept { return connecting_; }
   bool is_closed() const noexcept { return fd_ < 0; }
@@ -175,11 +175,35 @@ class Stream {
   // Reported from the loop, as flush() does.
   void fail_raw_write(int err);
 
+  // --- Parking (parking.hpp): an idle stream may give its event up ---
+  // True when the stream could wait without its event: open, connected, its
+  // last read drained the socket and no edge of it is pending or queued, no
+  // bytes buffered either way, no deadline armed, no splice pump on it.
+  bool can_park() const noexcept;
+  // Its socket waits in this thread's ParkingLot; any use of the stream that
+  // needs the event (flush, a deadline, a kick) takes it back first.
+  bool parked() const noexcept { return !io_ && fd_ >= 0; }
+
  private:
   // An empty evbuffer, from this thread's cache of freed ones when it has
   // one; drop_buffer() gives one back (freed if the cache is full).
   static evbuffer* make_buffer();
   static void drop_buffer(evbuffer* b) noexcept;
+  friend class ParkingLot;
+  // The io event's storage, from this thread's cache of given-up ones
+  // (parking.cpp), and back.
+  static event* take_event();
+  static void give_event(event* ev) noexcept;
+  void register_io(event_base* base);
+  // For the ParkingLot: drops the event (the socket is in the lot's set).
+  void give_up_io() noexcept;
+  // The event, taken back from the lot first when the stream is parked.
+  event* io() {
+    if (!io_) [[unlikely]]
+      leave_lot();
+    return io_;
+  }
+  void leave_lot();
   static void on_io(evutil_socket_t fd, short what, void* arg);
   static void on_timer(evutil_socket_t fd, short what, void* arg);
   void handle_io(short what);
@@ -216,7 +240,10 @@ class Stream {
   // idle keep-alive connection): pointers, then the 4-byte fields with the flags.
   evbuffer* input_ = nullptr;   // created on first use
   evbuffer* output_ = nullptr;
-  event io_event_;
+  // Owned; null only while parked (or after a failed return from the lot).
+  // Held by pointer, not embedded, so that a parked idle connection does
+  // not pay its 128 bytes.
+  event* io_ = nullptr;
   Timer* timer_ = nullptr;      // created on first use
   Handler* handler_ = nullptr;
   int fd_;

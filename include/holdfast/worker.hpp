@@ -18,6 +18,7 @@
 #include "holdfast/generation.hpp"
 #include "holdfast/client_connection.hpp"
 #include "holdfast/intrusive_list.hpp"
+#include "holdfast/parking.hpp"
 #include "holdfast/config.hpp"
 #include "holdfast/errors.hpp"
 #include "holdfast/health.hpp"
@@ -139,6 +140,8 @@ class Worker {
   static void on_drain_request(evutil_socket_t, short, void*);
   static void on_drain_deadline(evutil_socket_t, short, void*);
   static void on_idle_timer(evutil_socket_t, short, void*);
+  static void on_park_timer(evutil_socket_t, short, void*);
+  void arm_park_timer();
   static void on_resume(evutil_socket_t, short, void*);
   std::chrono::milliseconds idle_limit() const noexcept;
   void arm_idle_timer();
@@ -172,6 +175,12 @@ class Worker {
   event* resume_event_ = nullptr;
   event* idle_timer_ = nullptr;
   bool idle_timer_armed_ = false;
+  // Idle connections park (parking.hpp) in the order they became idle:
+  // park_cursor_ is the first one in idle_ not yet tried, null when all were.
+  std::unique_ptr<ParkingLot> lot_;
+  ClientConnection* park_cursor_ = nullptr;
+  event* park_timer_ = nullptr;
+  bool park_timer_armed_ = false;
   std::vector<std::unique_ptr<void, void (*)(void*)>> retired_;
   std::vector<std::unique_ptr<void, void (*)(void*)>> reaping_;  // the batch on_reap is deleting
   event* reap_event_ = nullptr;
