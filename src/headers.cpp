@@ -8,12 +8,6 @@ namespace holdfast {
 namespace {
 char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
-std::string_view trim(std::string_view s) noexcept {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 template <typename F>
 void for_each_list_item(std::string_view value, F&& f) {
   for (std::string_view item; next_list_item(value, item);) f(item);
@@ -88,7 +82,7 @@ std::size_t count_chunked_codings(const HeaderList& headers) {
   std::size_t n = 0;
   for (const auto& h : headers)
     if (iequals(h.name, "transfer-encoding"))
-      for_each_list_item(h.value, [&](std::string_view c) { n += iequals(trim(c.substr(0, c.find(';'))), "chunked"); });
+      for_each_list_item(h.value, [&](std::string_view c) { n += iequals(trim_ows(c.substr(0, c.find(';'))), "chunked"); });
   return n;
 }
 
@@ -104,8 +98,8 @@ KeepAliveHint parse_keep_alive(const HeaderList& headers) {
     for_each_list_item(h.value, [&](std::string_view item) {
       auto eq = item.find('=');
       if (eq == std::string_view::npos) return;
-      auto key = trim(item.substr(0, eq));
-      auto val = trim(item.substr(eq + 1));
+      auto key = trim_ows(item.substr(0, eq));
+      auto val = trim_ows(item.substr(eq + 1));
       if (!val.empty() && val.front() == '"' && val.size() >= 2 && val.back() == '"') val = val.substr(1, val.size() - 2);
       std::uint64_t n = 0;
       auto [p, ec] = std::from_chars(val.data(), val.data() + val.size(), n);

@@ -13,6 +13,15 @@
 
 namespace holdfast {
 
+// `s` without the optional whitespace (spaces and horizontal tabs, RFC 9110
+// 5.6.3 OWS) at either end; inner whitespace is kept. Lives here, the lowest
+// header of the field code, so the parser's list and the field rules share it.
+inline std::string_view trim_ows(std::string_view s) noexcept {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
 struct HeaderField {
   std::string_view name;   // as received (case kept), so end-to-end fields pass unchanged
   std::string_view value;  // leading/trailing whitespace already removed by the parser
@@ -68,8 +77,7 @@ class HeaderList {
   void trim_last_value() noexcept {
     if (fields_.empty()) return;
     auto& v = fields_.back().value;
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    v = trim_ows(v);
   }
 
  private:

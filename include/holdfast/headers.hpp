@@ -36,8 +36,7 @@ inline bool next_list_item(std::string_view& rest, std::string_view& item) noexc
     const auto comma = rest.find(',');
     item = rest.substr(0, comma);
     rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    item = trim_ows(item);
     if (!item.empty()) return true;
   }
   return false;

@@ -11,6 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import backend_lib as bl  # noqa: E402
 import harness as h  # noqa: E402
 import metrics_lib as m  # noqa: E402
 import test_streaming as ts  # noqa: E402  (helpers only; its tests are not collected here)
@@ -59,24 +60,19 @@ class SpliceTest(h.ProxyTestCase):
 
     def sized_backend(self, sizes):
         """Answers each request with the body size its target names (/n/BYTES), or 'ok'."""
-        def handler(conn, index):
-            reader = h.Reader(conn, 60 * h.SLOW)
-            for _ in range(20):
-                req = h.read_request(reader)
-                if req is None:
-                    return
-                if req.target.startswith("/n/"):
-                    n = int(req.target[3:])
-                    # The head and the body's first MiB in one write: holdfast's first
-                    # reads return full, so the switch to splice happens mid-read.
-                    body = exact_blocks(n)
-                    first = b"".join(next(body, b"") for _ in range(16))
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (n, first))
-                    for block in body:
-                        conn.sendall(block)
-                else:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        return self.scripted(handler)
+        def respond(conn, req):
+            if req.target.startswith("/n/"):
+                n = int(req.target[3:])
+                # The head and the body's first MiB in one write: holdfast's first
+                # reads return full, so the switch to splice happens mid-read.
+                body = exact_blocks(n)
+                first = b"".join(next(body, b"") for _ in range(16))
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (n, first))
+                for block in body:
+                    conn.sendall(block)
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return self.scripted(bl.serve_requests(respond))
 
     def read_digest(self, client):
         digest = hashlib.sha256()

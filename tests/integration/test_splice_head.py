@@ -10,6 +10,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import backend_lib as bl  # noqa: E402
 import harness as h  # noqa: E402
 import test_splice as tsp  # noqa: E402  (helpers only; its tests are not collected here)
 
@@ -39,29 +40,24 @@ class SpliceHeadTest(h.ProxyTestCase):
         segment as far as loopback allows), /head-of/BYTES to HEAD with that
         Content-Length and no body, /close with a close-delimited body, anything
         else with 13 bytes."""
-        def handler(conn, index):
-            reader = h.Reader(conn, 60 * h.SLOW)
-            for _ in range(20):
-                req = h.read_request(reader)
-                if req is None:
-                    return
-                if req.target.startswith("/n/"):
-                    n = int(req.target[3:])
-                    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (n, extra_headers)
-                    if interim:
-                        # The 103 on its own, read before the final head arrives.
-                        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n")
-                        time.sleep(0.05)
-                    conn.sendall(head + b"".join(tsp.exact_blocks(n)))
-                elif req.target == "/close":
-                    conn.sendall(b"HTTP/1.1 200 OK\r\n\r\nuntil close")
-                    return
-                elif req.method == "HEAD":
-                    n = int(req.target.rsplit("/", 1)[1])
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
-                else:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello, world\n")
-        return self.scripted(handler)
+        def respond(conn, req):
+            if req.target.startswith("/n/"):
+                n = int(req.target[3:])
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (n, extra_headers)
+                if interim:
+                    # The 103 on its own, read before the final head arrives.
+                    conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n")
+                    time.sleep(0.05)
+                conn.sendall(head + b"".join(tsp.exact_blocks(n)))
+            elif req.target == "/close":
+                conn.sendall(b"HTTP/1.1 200 OK\r\n\r\nuntil close")
+                return True  # the body ends with the connection
+            elif req.method == "HEAD":
+                n = int(req.target.rsplit("/", 1)[1])
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello, world\n")
+        return self.scripted(bl.serve_requests(respond))
 
     def fetch(self, c, n):
         c.send(h.build_request("GET", f"/n/{n}"))

@@ -10,6 +10,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import backend_lib as bl  # noqa: E402
 import harness as h  # noqa: E402
 from harness import make_config  # noqa: E402
 
@@ -136,26 +137,21 @@ class StreamingTest(h.ProxyTestCase):
         client_got_bytes = threading.Event()
         backend_waited = {}
 
-        def source_backend(conn, index):
-            reader = h.Reader(conn, 60 * h.SLOW)
-            for _ in range(10):
-                req = h.read_request(reader)
-                if req is None:
-                    return
-                if req.target != "/download":
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    continue
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                             b"Content-Length: %d\r\n\r\n" % BIG)
-                sent = 0
-                for block in blocks(BIG):
-                    conn.sendall(block)
-                    sent += len(block)
-                    if sent == 4 * MIB:
-                        # The client must see body bytes while the backend is still sending.
-                        backend_waited["early"] = client_got_bytes.wait(20 * h.SLOW)
+        def respond(conn, req):
+            if req.target != "/download":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         b"Content-Length: %d\r\n\r\n" % BIG)
+            sent = 0
+            for block in blocks(BIG):
+                conn.sendall(block)
+                sent += len(block)
+                if sent == 4 * MIB:
+                    # The client must see body bytes while the backend is still sending.
+                    backend_waited["early"] = client_got_bytes.wait(20 * h.SLOW)
 
-        b = self.scripted(source_backend)
+        b = self.scripted(bl.serve_requests(respond, max_requests=10))
         p = self.proxy(make_config([b.port]), env=ASAN_ENV)
         baseline = self.warm_up(p)
         c = self.client(p.port, 60 * h.SLOW)

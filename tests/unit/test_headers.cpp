@@ -16,6 +16,18 @@ TEST_CASE("list elements are taken one by one, trimmed, empty ones skipped") {
   CHECK_FALSE(next_list_item(rest, item));
 }
 
+TEST_CASE("trim_ows removes spaces and tabs at either end and keeps inner ones") {
+  CHECK(trim_ows("") == "");
+  CHECK(trim_ows(" \t \t") == "");
+  CHECK(trim_ows("\tgzip\t") == "gzip");
+  CHECK(trim_ows("  a b\tc  ") == "a b\tc");
+  CHECK(trim_ows(" \tleft") == "left");
+  CHECK(trim_ows("right\t ") == "right");
+  CHECK(trim_ows("none") == "none");
+  // Only SP and HTAB are OWS: other whitespace is part of the value.
+  CHECK(trim_ows("\r\nx\v") == "\r\nx\v");
+}
+
 TEST_CASE("Connection tokens name further hop-by-hop fields") {
   HeaderList h{{"Connection", "close, X-Secret"}, {"connection", " Foo "}, {"X-Secret", "1"}};
   auto tokens = connection_tokens(h);
