@@ -160,7 +160,14 @@ void Stream::arm_timer() {
   if (!earliest || fd_ < 0) return;  // a stale timer finds nothing to do and stops
   if (timer_armed_ && timer_->at <= *earliest) return;  // it fires first and re-arms for the rest
   if (!timer_) {
-    if (!(timer_ = new (std::nothrow) Timer)) return;  // no memory: this deadline goes unwatched
+    if (!(timer_ = new (std::nothrow) Timer)) {
+      // No memory for the timer: a deadline that cannot be watched ends the
+      // stream, reported from the loop as a failed write is.
+      last_error_ = ENOMEM;
+      pending_error_ = true;
+      event_active(io(), EV_WRITE, 1);
+      return;
+    }
     evtimer_assign(&timer_->ev, event_get_base(io()), &Stream::on_timer, this);
   }
   timeval tv = to_timeval(*earliest - Clock::now());
@@ -199,6 +206,11 @@ void Stream::on_io(evutil_socket_t, short what, void* arg) { static_cast<Stream*
 void Stream::handle_io(short what) {
   if (fd_ < 0) return;
   if (connecting_) {
+    if (pending_error_) {  // a deadline could not be armed (see arm_timer)
+      pending_error_ = false;
+      raise_error(writing, last_error_);
+      return;
+    }
     if (what & (EV_WRITE | EV_READ)) finish_connect();
     return;
   }
