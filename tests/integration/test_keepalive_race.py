@@ -90,12 +90,17 @@ CASES = {
     "advertised": (True, {"keepalive": {"idle_timeout": "30s", "margin": "200ms"}}),
     "declared": (False, {"backend_keepalive_timeout": "1s", "keepalive": {"margin": "200ms"}}),
 }
+METHODS = ("GET", "POST")
+SHARDS = range(4)
 
 
 class RaceTest(unittest.TestCase):
-    """All cases (and GET/POST, each against its own backend and holdfast so that one
-    method's traffic cannot keep the other's connections fresh) run concurrently:
-    the run is dominated by pauses, about (60 * 1.0 + 60 * 0.3) s."""
+    """Every (case, method, shard) runs against its own backend and holdfast, all at
+    once, so that no run's traffic keeps another's connections fresh. The shards of
+    a (case, method) share its sweep: each takes every 4th of the N_SWEEP pauses, so
+    together they cover all of them, and each holdfast meets the race on its own.
+    Shard 0 then runs the whole steady phase on its holdfast. The run is dominated
+    by pauses: about (N_SWEEP / 4 * 1.0 + N_STEADY * 0.3) s."""
 
     results = {}
 
@@ -103,66 +108,78 @@ class RaceTest(unittest.TestCase):
     def setUpClass(cls):
         runs = []
         for case, (advertise, upstream) in CASES.items():
-            for method in ("GET", "POST"):
-                backend = racelib.RaceBackend(timeout=T, advertise=advertise).start()
-                cfg = make_config([backend.port], upstream=upstream, log={"access": "off"})
-                try:
-                    proxy = h.Proxy(cfg)
-                except Exception:
-                    backend.stop()
-                    for _, _, b, p in runs:
-                        p.stop(timeout=10)
-                        b.stop()
-                    raise
-                runs.append((case, method, backend, proxy))
+            for method in METHODS:
+                for shard in SHARDS:
+                    backend = racelib.RaceBackend(timeout=T, advertise=advertise).start()
+                    cfg = make_config([backend.port], upstream=upstream, log={"access": "off"})
+                    try:
+                        proxy = h.Proxy(cfg)
+                    except Exception:
+                        backend.stop()
+                        for _, _, _, b, p in runs:
+                            p.stop(timeout=10)
+                            b.stop()
+                        raise
+                    runs.append((case, method, shard, backend, proxy))
         errors = []
 
-        def run(case, method, backend, proxy):
+        def run(case, method, shard, backend, proxy):
             try:
-                sweep = racelib.run_race(h.LOOPBACK, proxy.port, T, (method,), N_SWEEP, 0, tag=f"{case}-sweep")
+                tag = f"{case}-{shard}"
+                sweep = racelib.run_race(h.LOOPBACK, proxy.port, T, (method,), N_SWEEP, 0,
+                                         tag=f"{tag}-sweep", shard=(shard, len(SHARDS)))
                 before = backend.snapshot()
-                steady = racelib.run_race(h.LOOPBACK, proxy.port, T, (method,), 0, N_STEADY, tag=f"{case}-steady")
+                steady_n = N_STEADY if shard == 0 else 0
+                steady = racelib.run_race(h.LOOPBACK, proxy.port, T, (method,), 0, steady_n, tag=f"{tag}-steady")
                 after = backend.snapshot()
-                cls.results[(case, method)] = {
+                cls.results[(case, method, shard)] = {
                     "sweep": sweep["methods"][method],
                     "steady": steady["methods"][method],
                     "steady_backend_connections": after["connections"] - before["connections"],
                 }
             except Exception as e:
-                errors.append((case, method, repr(e)))
+                errors.append((case, method, shard, repr(e)))
 
         threads = [threading.Thread(target=run, args=r, daemon=True) for r in runs]
         for t in threads:
             t.start()
         for t in threads:
             t.join(600)
-        for case, method, backend, proxy in runs:
+        for case, method, shard, backend, proxy in runs:
             res = proxy.stop()
             snap = backend.snapshot()
             backend.stop()
-            entry = cls.results.setdefault((case, method), {})
+            entry = cls.results.setdefault((case, method, shard), {})
             entry["backend"] = snap
             entry["exit"] = res
         cls.errors = errors
         print("\nkeep-alive race through holdfast (T = 1s, margin 200ms):", file=sys.stderr)
-        for (case, method), e in sorted(cls.results.items()):
+        for (case, method, shard), e in sorted(cls.results.items()):
             if "sweep" in e:
-                print(f"  {case:10s} {method:4s} failures: sweep {e['sweep']['failed']}/{e['sweep']['sent']} "
+                print(f"  {case:10s} {method:4s} {shard} failures: sweep {e['sweep']['failed']}/{e['sweep']['sent']} "
                       f"{e['sweep']['phases'].get('sweep', {}).get('kinds', {})}, "
                       f"steady {e['steady']['failed']}/{e['steady']['sent']}; "
                       f"backend connections {e['backend']['connections']} "
                       f"(steady phase {e['steady_backend_connections']}), "
                       f"dropped {e['backend']['dropped']}, stats {e['exit'].stats}", file=sys.stderr)
 
-    def result(self, case, method):
+    def result(self, case, method, shard):
         self.assertEqual(self.errors, [])
-        e = self.results.get((case, method), {})
-        self.assertIn("sweep", e, f"race {case}/{method} did not complete")
+        e = self.results.get((case, method, shard), {})
+        self.assertIn("sweep", e, f"race {case}/{method}/{shard} did not complete")
         return e
 
+    def shards(self, case, method):
+        return [self.result(case, method, shard) for shard in SHARDS]
+
     def failures(self, case, method):
-        e = self.result(case, method)
-        return e["sweep"]["failed"] + e["steady"]["failed"]
+        return sum(e["sweep"]["failed"] + e["steady"]["failed"] for e in self.shards(case, method))
+
+    def assert_covered(self, case, method):
+        # The shards together sent the whole sweep and the whole steady phase.
+        es = self.shards(case, method)
+        self.assertEqual(sum(e["sweep"]["sent"] for e in es), N_SWEEP, (case, method))
+        self.assertEqual(sum(e["steady"]["sent"] for e in es), N_STEADY, (case, method))
 
     def test_holdfast_exits_cleanly(self):
         for key, e in self.results.items():
@@ -173,46 +190,56 @@ class RaceTest(unittest.TestCase):
 
     def test_get_never_fails(self):
         for case in CASES:
-            e = self.result(case, "GET")
-            self.assertEqual(self.failures(case, "GET"), 0, f"{case}: {e['sweep']}, {e['steady']}")
+            self.assert_covered(case, "GET")
+            self.assertEqual(self.failures(case, "GET"), 0,
+                             f"{case}: {[(e['sweep'], e['steady']) for e in self.shards(case, 'GET')]}")
 
     def test_post_never_fails_when_backend_advertises(self):
-        e = self.result("advertised", "POST")
-        self.assertEqual(self.failures("advertised", "POST"), 0, f"{e['sweep']}, {e['steady']}")
+        self.assert_covered("advertised", "POST")
+        self.assertEqual(self.failures("advertised", "POST"), 0,
+                         [(e["sweep"], e["steady"]) for e in self.shards("advertised", "POST")])
 
     def test_post_never_fails_when_backend_timeout_declared(self):
-        e = self.result("declared", "POST")
-        self.assertEqual(self.failures("declared", "POST"), 0, f"{e['sweep']}, {e['steady']}")
+        self.assert_covered("declared", "POST")
+        self.assertEqual(self.failures("declared", "POST"), 0,
+                         [(e["sweep"], e["steady"]) for e in self.shards("declared", "POST")])
 
     def test_post_without_hint_fails_at_most_the_first_race(self):
-        e = self.result("no_hint", "POST")
-        n = self.failures("no_hint", "POST")
-        print(f"\nno hint, nothing declared: {n} of {N_SWEEP + N_STEADY} POSTs failed "
-              f"(sweep {e['sweep']['phases']}); GET failures {self.failures('no_hint', 'GET')}", file=sys.stderr)
-        # Nothing tells holdfast the timeout before the backend first closes on
+        self.assert_covered("no_hint", "POST")
+        print(f"\nno hint, nothing declared: {self.failures('no_hint', 'POST')} of {N_SWEEP + N_STEADY} POSTs "
+              f"failed over {len(SHARDS)} holdfasts; GET failures {self.failures('no_hint', 'GET')}", file=sys.stderr)
+        # Nothing tells a holdfast the timeout before the backend first closes on
         # a request; that close teaches it, and no POST fails after it.
-        self.assertLessEqual(n, 1, e["sweep"])
-        self.assertEqual(e["steady"]["failed"], 0, e["steady"])
-        self.assertGreaterEqual(e["exit"].stats.get("idle_closes_learned", 0), 1, e["exit"].stats)
+        for shard in SHARDS:
+            e = self.result("no_hint", "POST", shard)
+            n = e["sweep"]["failed"] + e["steady"]["failed"]
+            self.assertLessEqual(n, 1, (shard, e["sweep"]))
+            self.assertEqual(e["steady"]["failed"], 0, (shard, e["steady"]))
+            self.assertGreaterEqual(e["exit"].stats.get("idle_closes_learned", 0), 1, (shard, e["exit"].stats))
 
     def test_no_post_executed_twice(self):
         for case in CASES:
-            e = self.result(case, "POST")
-            self.assertEqual(e["backend"]["posts_executed_twice"], [], case)
-            self.assertLessEqual(e["backend"]["post_executions"], N_SWEEP + N_STEADY, (case, e["backend"]))
+            executions = 0
+            for shard in SHARDS:
+                backend = self.result(case, "POST", shard)["backend"]
+                self.assertEqual(backend["posts_executed_twice"], [], (case, shard))
+                executions += backend["post_executions"]
+            self.assertLessEqual(executions, N_SWEEP + N_STEADY, case)
 
     def test_steady_phase_reuses_connections(self):
         for case in CASES:
-            for method in ("GET", "POST"):
-                e = self.result(case, method)
+            for method in METHODS:
+                e = self.result(case, method, 0)
+                self.assertEqual(e["steady"]["sent"], N_STEADY, (case, method))
                 used = e["steady_backend_connections"]
                 self.assertLessEqual(used, N_STEADY // 6,
                                      f"{case}/{method}: {used} backend connections for {N_STEADY} requests at 0.3T")
 
     def test_hints_counted_when_advertised(self):
-        for method in ("GET", "POST"):
-            stats = self.result("advertised", method)["exit"].stats or {}
-            self.assertGreaterEqual(stats.get("hints_learned", 0), 1, stats)
+        for method in METHODS:
+            for shard in SHARDS:
+                stats = self.result("advertised", method, shard)["exit"].stats or {}
+                self.assertGreaterEqual(stats.get("hints_learned", 0), 1, (shard, stats))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import racelib  # noqa: E402
 
 T = 1.0
 N_SWEEP = 60                       # POSTs over gaps 0.9T..1.1T, shared by SHARDS proxies
-SHARDS = 2
+SHARDS = 6
 N_STEADY = 30                      # then gaps of 0.3T on the first shard
 FIN_CASES = {"immediate_fin": 0.0, "late_fin": racelib.FIN_DELAY}
 UPSTREAM = {"keepalive": {"margin": "200ms"}}   # nothing about the backend's timeout
