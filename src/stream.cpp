@@ -163,7 +163,7 @@ void Stream::arm_timer() {
     if (!(timer_ = new (std::nothrow) Timer)) {
       // No memory for the timer: a deadline that cannot be watched ends the
       // stream, reported from the loop as a failed write is.
-      last_error_ = ENOMEM;
+      last_error_ = static_cast<std::int16_t>(ENOMEM);
       pending_error_ = true;
       event_active(io(), EV_WRITE, 1);
       return;
@@ -226,7 +226,7 @@ void Stream::handle_io(short what) {
         read_ready_ = true;
         do_read();
         if (fd_ < 0) return;
-        last_error_ = err;
+        last_error_ = static_cast<std::int16_t>(err);
       }
       raise_error(writing, last_error_);
       return;
@@ -400,7 +400,7 @@ void Stream::flush() {
     leave_lot();
   if (int err = write_out()) {
     // Reported from the loop, never from inside the owner that is writing.
-    last_error_ = err;
+    last_error_ = static_cast<std::int16_t>(err);
     pending_error_ = true;
     event_active(io(), EV_WRITE, 1);
   }
@@ -437,13 +437,13 @@ void Stream::note_raw_write(bool progress, bool blocked) {
 
 void Stream::fail_raw_write(int err) {
   if (fd_ < 0) return;
-  last_error_ = err;
+  last_error_ = static_cast<std::int16_t>(err);
   pending_error_ = true;
   event_active(io(), EV_WRITE, 1);
 }
 
 void Stream::raise_error(short direction, int err) {
-  last_error_ = err;
+  last_error_ = static_cast<std::int16_t>(err);
   report(static_cast<short>(error | direction));
 }
 

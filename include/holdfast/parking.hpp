@@ -33,7 +33,7 @@ class Stats;
 class ParkingLot {
  public:
   // An idle connection parks once it has been idle this long.
-  static constexpr std::chrono::milliseconds kParkAfter{250};
+  static constexpr std::chrono::milliseconds kParkAfter{100};
 
   // Parking is off (park() says no) when the epoll set cannot be made.
   ParkingLot(event_base* base, Stats& stats);

@@ -101,7 +101,7 @@ namespace holdfast {
     "Open client connections: active (reading a request or in an exchange) or idle (keep-alive).")               \
   X(client_idle, worker, "client_connections", "state=\"idle\"", sum, 1.0, "")                                   \
   X(client_parked, worker, "client_connections_parked", "", sum, 1.0,                                           \
-    "Idle client connections parked after 250 ms without a byte: no event of their own (counted as idle too).") \
+    "Idle client connections parked after 100 ms without a byte: no event of their own (counted as idle too).") \
   X(tunnels_active, worker, "tunnels_active", "", sum, 1.0, "Upgrade tunnels open now.")                          \
   X(config_version, worker, "config_version", "", max, 1.0,                                                     \
     "Configuration version new requests use (1 at start, one more per reload that took effect).")             \

@@ -258,7 +258,7 @@ class Stream {
   bool pending_error_ : 1 = false;  // a write error waits to be reported from the loop
   bool raw_input_ : 1 = false;      // a splice pump reads the socket (set_raw_input)
   bool raw_write_waiting_ : 1 = false;  // a splice pump waits for a writable edge
-  int last_error_ = 0;
+  std::int16_t last_error_ = 0;  // an errno value; 2 bytes keep the Stream at 80
   std::uint32_t input_limit_ = kDefaultInputLimit;
   std::uint32_t drain_mark_ = 0;
   detail::CompactTimeout read_timeout_;

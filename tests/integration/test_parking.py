@@ -1,5 +1,5 @@
 """Idle keep-alive client connections park (give up their event, their socket
-waits in the worker's own epoll set) after 250 ms without a byte, and come back
+waits in the worker's own epoll set) after 100 ms without a byte, and come back
 at once when the client sends, closes, or the proxy has to end them.
 
 The holdfast_client_connections_parked gauge shows which state they are in, so
