@@ -7,6 +7,7 @@
 #include <cassert>
 #include <new>
 
+#include "holdfast/spare_stack.hpp"
 #include "holdfast/stats.hpp"
 #include "holdfast/stream.hpp"
 
@@ -18,37 +19,19 @@ thread_local ParkingLot* t_lot = nullptr;
 // Events given up by parked or closed streams, kept for the next stream on
 // this thread: a connection that parks and wakes allocates nothing, and the
 // storage of parked connections' events is reused rather than left as holes
-// between live connections. Bounded; none under AddressSanitizer, so that an
-// event used after its stream gave it up is still caught.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr std::size_t kKeptEvents = 0;
-#else
-constexpr std::size_t kKeptEvents = 1024;
-#endif
-struct EventCache {
-  event* slots[kKeptEvents > 0 ? kKeptEvents : 1];
-  std::size_t count = 0;
-  bool closed = false;  // the thread is ending: events are freed at once
-  ~EventCache() {
-    while (count > 0) ::operator delete(slots[--count]);
-    closed = true;
-  }
-};
-thread_local EventCache t_events;
+// between live connections.
+void free_event(event* ev) { ::operator delete(ev); }
+thread_local SpareStack<event, 1024, free_event> t_events;
 
 constexpr int kBatch = 64;
 }  // namespace
 
 event* Stream::take_event() {
-  auto& cache = t_events;
-  return cache.count > 0 ? cache.slots[--cache.count] : static_cast<event*>(::operator new(sizeof(event)));
+  event* ev = t_events.take();
+  return ev ? ev : static_cast<event*>(::operator new(sizeof(event)));
 }
 
-void Stream::give_event(event* ev) noexcept {
-  auto& cache = t_events;
-  if (!cache.closed && cache.count < kKeptEvents) cache.slots[cache.count++] = ev;
-  else ::operator delete(ev);
-}
+void Stream::give_event(event* ev) noexcept { t_events.give(ev); }
 
 bool Stream::can_park() const noexcept {
   constexpr short queued = EVLIST_ACTIVE | EVLIST_ACTIVE_LATER;

@@ -9,6 +9,7 @@
 #include <cstddef>
 
 #include "holdfast/parking.hpp"
+#include "holdfast/spare_stack.hpp"
 
 namespace holdfast {
 
@@ -25,23 +26,9 @@ constexpr int kMaxIovecs = 64;
 // A keep-alive connection gives its buffers up between requests (an idle
 // one holds none); the next request on this thread takes them back from
 // here instead of allocating. Bounded: a cached buffer may still hold the
-// chain a read reserved (up to kReadSize). None under AddressSanitizer, so
-// that a buffer used after its stream gave it up is still caught.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr std::size_t kKeptBuffers = 0;
-#else
-constexpr std::size_t kKeptBuffers = 16;
-#endif
-struct BufferCache {
-  evbuffer* slots[kKeptBuffers > 0 ? kKeptBuffers : 1];
-  std::size_t count = 0;
-  bool closed = false;  // the thread is ending: buffers are freed at once
-  ~BufferCache() {
-    while (count > 0) evbuffer_free(slots[--count]);
-    closed = true;
-  }
-};
-thread_local BufferCache t_buffers;
+// chain a read reserved (up to kReadSize).
+void free_buffer(evbuffer* b) { evbuffer_free(b); }
+thread_local SpareStack<evbuffer, 16, free_buffer> t_buffers;
 
 timeval to_timeval(std::chrono::steady_clock::duration d) {
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
@@ -77,13 +64,12 @@ Stream::~Stream() {
 }
 
 evbuffer* Stream::make_buffer() {
-  auto& cache = t_buffers;
-  return cache.count > 0 ? cache.slots[--cache.count] : evbuffer_new();
+  evbuffer* b = t_buffers.take();
+  return b ? b : evbuffer_new();
 }
 
 void Stream::drop_buffer(evbuffer* b) noexcept {
-  auto& cache = t_buffers;
-  if (!cache.closed && cache.count < kKeptBuffers && evbuffer_get_length(b) == 0) cache.slots[cache.count++] = b;
+  if (evbuffer_get_length(b) == 0) t_buffers.give(b);
   else evbuffer_free(b);
 }
 

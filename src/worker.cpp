@@ -244,11 +244,9 @@ void Worker::mark_idle(ClientConnection* conn) {
 void Worker::arm_park_timer() {
   park_timer_armed_ = false;
   if (!park_cursor_) return;
-  auto idle_for = std::chrono::milliseconds(static_cast<std::uint32_t>(clock_ms(Clock::now()) - park_cursor_->idle_since_ms));
   // A little later than the first one is due, so that one pass parks a batch.
-  auto wait = std::max(ParkingLot::kParkAfter - idle_for, std::chrono::milliseconds(0)) + std::chrono::milliseconds(20);
-  timeval tv{0, static_cast<suseconds_t>(std::chrono::duration_cast<std::chrono::microseconds>(wait).count())};
-  event_add(park_timer_, &tv);
+  auto wait = ParkingLot::kParkAfter - idle_for(park_cursor_, clock_ms(Clock::now())) + std::chrono::milliseconds(20);
+  add_timer(park_timer_, wait);
   park_timer_armed_ = true;
 }
 
@@ -258,9 +256,7 @@ void Worker::on_park_timer(evutil_socket_t, short, void* arg) {
   auto now = clock_ms(Clock::now());
   // A connection that cannot park now (bytes pending, an edge queued) is
   // about to be busy; it is tried again the next time it becomes idle.
-  while (self->park_cursor_ &&
-         std::chrono::milliseconds(static_cast<std::uint32_t>(now - self->park_cursor_->idle_since_ms)) >=
-             ParkingLot::kParkAfter) {
+  while (self->park_cursor_ && idle_for(self->park_cursor_, now) >= ParkingLot::kParkAfter) {
     auto* c = self->park_cursor_;
     self->park_cursor_ = c->list_link.next;
     self->lot_->park(c->stream());
@@ -279,14 +275,17 @@ std::chrono::milliseconds Worker::idle_limit() const noexcept {
   return draining_ ? std::min(cl.keepalive_timeout.value, kDrainIdleGrace) : cl.keepalive_timeout.value + cl.keepalive_grace;
 }
 
+void Worker::add_timer(event* timer, std::chrono::milliseconds after) noexcept {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(after).count();
+  if (us < 0) us = 0;
+  timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+  event_add(timer, &tv);
+}
+
 void Worker::arm_idle_timer() {
   idle_timer_armed_ = false;
   if (idle_.empty()) return;
-  auto idle_for = std::chrono::milliseconds(static_cast<std::uint32_t>(clock_ms(Clock::now()) - idle_.front()->idle_since_ms));
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(idle_limit() - idle_for).count();
-  if (us < 0) us = 0;
-  timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
-  event_add(idle_timer_, &tv);
+  add_timer(idle_timer_, idle_limit() - idle_for(idle_.front(), clock_ms(Clock::now())));
   idle_timer_armed_ = true;
 }
 
@@ -296,8 +295,7 @@ void Worker::on_idle_timer(evutil_socket_t, short, void* arg) {
   auto now = clock_ms(Clock::now());
   auto timeout = self->idle_limit();
   // keepalive_timeout: the ordinary end of an idle connection.
-  while (!self->idle_.empty() &&
-         std::chrono::milliseconds(static_cast<std::uint32_t>(now - self->idle_.front()->idle_since_ms)) >= timeout) {
+  while (!self->idle_.empty() && idle_for(self->idle_.front(), now) >= timeout) {
     auto* c = self->idle_.front();
     self->move_to(c, ClientConnection::ClientList::active);
     c->close_idle(self->draining_);

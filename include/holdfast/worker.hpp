@@ -142,6 +142,11 @@ class Worker {
   static void on_idle_timer(evutil_socket_t, short, void*);
   static void on_park_timer(evutil_socket_t, short, void*);
   void arm_park_timer();
+  // How long `c` has been idle at `now_ms` (clock_ms).
+  static std::chrono::milliseconds idle_for(const ClientConnection* c, std::uint32_t now_ms) noexcept {
+    return std::chrono::milliseconds(static_cast<std::uint32_t>(now_ms - c->idle_since_ms));
+  }
+  static void add_timer(event* timer, std::chrono::milliseconds after) noexcept;  // after < 0: at once
   static void on_resume(evutil_socket_t, short, void*);
   std::chrono::milliseconds idle_limit() const noexcept;
   void arm_idle_timer();
