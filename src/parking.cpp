@@ -35,7 +35,7 @@ void Stream::give_event(event* ev) noexcept { t_events.give(ev); }
 
 bool Stream::can_park() const noexcept {
   constexpr short queued = EVLIST_ACTIVE | EVLIST_ACTIVE_LATER;
-  return fd_ >= 0 && io_ && io_added_ && !connecting_ && !read_ready_ && !eof_ && !peer_closed_ && !pending_error_ &&
+  return fd_ >= 0 && io_ && !connecting_ && !read_ready_ && !eof_ && !peer_closed_ && !pending_error_ &&
          !raw_input_ && !raw_write_waiting_ && !timer_armed_ && input_length() == 0 && output_length() == 0 &&
          (io_->ev_evcallback.evcb_flags & queued) == 0;
 }
@@ -44,7 +44,6 @@ void Stream::give_up_io() noexcept {
   event_del(io_);
   give_event(io_);
   io_ = nullptr;
-  io_added_ = false;
   free_timer();
 }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <new>
 
 #include "holdfast/parking.hpp"
 #include "holdfast/spare_stack.hpp"
@@ -52,7 +53,6 @@ void Stream::register_io(event_base* base) {
   io_ = take_event();
   event_assign(io_, base, fd_, EV_READ | EV_WRITE | EV_CLOSED | EV_PERSIST | EV_ET, &Stream::on_io, this);
   event_add(io_, nullptr);
-  io_added_ = true;
 }
 
 Stream::~Stream() {
@@ -88,9 +88,9 @@ void Stream::release_idle_resources() {
 void Stream::close() {
   if (fd_ < 0) return;
   if (!io_) ParkingLot::forget(*this);
-  if (io_added_) event_del(io_);
+  if (io_) event_del(io_);  // an open stream's event is always added
   if (timer_) event_del(&timer_->ev);
-  io_added_ = timer_armed_ = false;
+  timer_armed_ = false;
   ::close(fd_);
   fd_ = -1;
   reading_ = false;
@@ -381,9 +381,7 @@ bool Stream::write_and_notify() {
 
 void Stream::flush() {
   if (fd_ < 0 || connecting_ || !write_ready_ || output_length() == 0) return;
-  // What a write leaves behind waits for a write edge, which only the event gets.
-  if (!io_) [[unlikely]]
-    leave_lot();
+  io();  // what a write leaves behind waits for a write edge, which only the event gets
   if (int err = write_out()) {
     // Reported from the loop, never from inside the owner that is writing.
     last_error_ = static_cast<std::int16_t>(err);

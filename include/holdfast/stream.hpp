@@ -25,7 +25,6 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
-#include <new>
 #include <optional>
 
 namespace holdfast {
@@ -240,7 +239,8 @@ class Stream {
   // idle keep-alive connection): pointers, then the 4-byte fields with the flags.
   evbuffer* input_ = nullptr;   // created on first use
   evbuffer* output_ = nullptr;
-  // Owned; null only while parked (or after a failed return from the lot).
+  // Owned; null only while parked (the stream is open and its socket waits
+  // in the lot's epoll set); otherwise added to the loop while open.
   // Held by pointer, not embedded, so that a parked idle connection does
   // not pay its 128 bytes.
   event* io_ = nullptr;
@@ -253,7 +253,6 @@ class Stream {
   bool write_ready_ : 1 = true;     // the socket can take bytes (no EAGAIN since the last edge)
   bool eof_ : 1 = false;
   bool peer_closed_ : 1 = false;    // EPOLLRDHUP seen: read until recv returns 0
-  bool io_added_ : 1 = false;
   bool timer_armed_ : 1 = false;
   bool pending_error_ : 1 = false;  // a write error waits to be reported from the loop
   bool raw_input_ : 1 = false;      // a splice pump reads the socket (set_raw_input)
