@@ -90,7 +90,7 @@ class ParkingTest(h.ProxyTestCase):
             self.assertEqual(c.request("GET", "/").status, 200)
         self.park(p, 5)
         clients[0].close()
-        # A reset too: the client goes away with unread data pending.
+        # A reset too: SO_LINGER with a zero timeout makes close() send RST.
         s = clients[1].sock
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         clients[1].close()

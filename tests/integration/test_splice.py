@@ -84,6 +84,13 @@ class SpliceTest(h.ProxyTestCase):
         r = client.read_response(sink=sink)
         return r, count[0], digest.hexdigest()
 
+    def fetch(self, c, n):
+        """GET /n/N on client c: a 200 whose body is the N bytes of body_digest(N)."""
+        c.send(h.build_request("GET", f"/n/{n}"))
+        r, count, digest = self.read_digest(c)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual((count, digest), (n, body_digest(n)), f"body of {n} bytes corrupted")
+
     def test_64mib_download_spliced_intact_bounded(self):
         b = self.sized_backend(None)
         p = self.proxy(self.config([b.port]), env=ts.ASAN_ENV)
@@ -153,10 +160,7 @@ class SpliceTest(h.ProxyTestCase):
         c = self.client(p.port, 60 * h.SLOW)
         sizes = [8 * MIB, 3 * MIB + 17]
         for n in sizes:
-            c.send(h.build_request("GET", f"/n/{n}"))
-            r, count, digest = self.read_digest(c)
-            self.assertEqual(r.status, 200, r)
-            self.assertEqual((count, digest), (n, body_digest(n)), f"body of {n} bytes corrupted")
+            self.fetch(c, n)
         r = c.request("GET", "/small")
         self.assertEqual((r.status, r.body), (200, b"ok"), r)
         self.assertEqual(b.accepted, 1, "the upstream connection was not reused after spliced bodies")

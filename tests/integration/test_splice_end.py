@@ -25,6 +25,7 @@ SIZES = (64 * KIB, 64 * KIB + 1, 100 * KIB + 7, 300 * KIB, 1024 * KIB + 3)
 class SpliceEndTest(h.ProxyTestCase):
     config = tsp.SpliceTest.config
     read_digest = tsp.SpliceTest.read_digest
+    fetch = tsp.SpliceTest.fetch
 
     def backend(self, after_body):
         """Answers /n/BYTES with head and body in one write, followed in that same
@@ -53,12 +54,6 @@ class SpliceEndTest(h.ProxyTestCase):
                     conn.shutdown(socket.SHUT_WR)
                     return
         return self.scripted(handler)
-
-    def fetch(self, c, n):
-        c.send(h.build_request("GET", f"/n/{n}"))
-        r, count, digest = self.read_digest(c)
-        self.assertEqual(r.status, 200, r)
-        self.assertEqual((count, digest), (n, tsp.body_digest(n)), f"body of {n} bytes corrupted")
 
     def test_surplus_after_spliced_body_refuses_reuse(self):
         b = self.backend("surplus")

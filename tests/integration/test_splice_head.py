@@ -34,6 +34,7 @@ def spliced_since(proxy, before, expected):
 class SpliceHeadTest(h.ProxyTestCase):
     config = tsp.SpliceTest.config
     read_digest = tsp.SpliceTest.read_digest
+    fetch = tsp.SpliceTest.fetch
 
     def one_write_backend(self, extra_headers=b"", interim=False):
         """Answers /n/BYTES with the head and the whole body in one sendall (one
@@ -58,12 +59,6 @@ class SpliceHeadTest(h.ProxyTestCase):
             else:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello, world\n")
         return self.scripted(bl.serve_requests(respond))
-
-    def fetch(self, c, n):
-        c.send(h.build_request("GET", f"/n/{n}"))
-        r, count, digest = self.read_digest(c)
-        self.assertEqual(r.status, 200, r)
-        self.assertEqual((count, digest), (n, tsp.body_digest(n)), f"body of {n} bytes corrupted")
 
     def test_head_and_body_in_one_segment_spliced_intact(self):
         b = self.one_write_backend()
