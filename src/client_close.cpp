@@ -5,6 +5,7 @@
 
 #include "holdfast/client_connection.hpp"
 #include "holdfast/exchange.hpp"
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/tunnel.hpp"
 #include "holdfast/worker.hpp"
 
@@ -33,7 +34,7 @@ void ClientConnection::start_lingering() {
   }
   state_ = State::lingering;
   stream_.shutdown_write();
-  deadline_ = std::chrono::steady_clock::now() + kLingerTime;
+  deadline_ = LoopClock::now() + kLingerTime;
   ending().lingered = 0;
   stream_.set_read_timeout(kLingerReadTimeout);
   if (reading_paused_) reading_paused_ = false;

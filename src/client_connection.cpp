@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "holdfast/exchange.hpp"
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/request_target.hpp"
 #include "holdfast/tunnel.hpp"
 #include "holdfast/worker.hpp"
@@ -84,7 +85,7 @@ void ClientConnection::on_stream_readable(Stream&) {
       auto& e = ending();
       e.lingered += stream_.input_length();
       evbuffer_drain(input(), evbuffer_get_length(input()));
-      if (e.lingered > kLingerBytes || std::chrono::steady_clock::now() >= deadline_) close_now();
+      if (e.lingered > kLingerBytes || LoopClock::now() >= deadline_) close_now();
       break;
     }
     case State::closed:
@@ -114,7 +115,7 @@ void ClientConnection::parse_requests() {
       request_keep_alive_ = true;
       // The header deadline is armed below only if the head does not arrive
       // in this read, which spares a timer update for almost every request.
-      deadline_ = std::chrono::steady_clock::now() + worker_.config().client.header_timeout;
+      deadline_ = LoopClock::now() + worker_.config().client.header_timeout;
     }
     if (!parser_) parser_ = std::make_unique<HttpParser>(HttpParser::Kind::request, worker_.config().client.max_header_bytes);
     evbuffer_iovec v;
@@ -134,7 +135,7 @@ void ClientConnection::parse_requests() {
       close_after_output(false);
     } else {
       // The head must arrive in full by its deadline, however slowly it drips.
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now());
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - LoopClock::now());
       stream_.set_read_timeout(std::max(left, std::chrono::milliseconds(1)));
     }
   }

@@ -9,6 +9,7 @@
 
 #include "holdfast/client_connection.hpp"
 #include "holdfast/exchange.hpp"
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/worker.hpp"
 
 namespace holdfast {
@@ -28,7 +29,7 @@ void ClientConnection::start_discarding(std::optional<std::uint64_t> left) {
   auto& e = ending();
   e.discard_left = left;
   e.discarded = 0;
-  deadline_ = std::chrono::steady_clock::now() + kDiscardTime;
+  deadline_ = LoopClock::now() + kDiscardTime;
   // A chunked body goes on through the parser, which now drops it.
   if (!left) parser_->resume_chunked_body(&e.discard_sink);
   stream_.set_read_timeout(kDiscardTime);
@@ -69,7 +70,7 @@ void ClientConnection::discard_request_body() {
       done = r.event == HttpParser::Event::message_complete;
       if (!done && r.consumed == 0) break;
     }
-    if (!done && (e.discarded > kDiscardBytes || std::chrono::steady_clock::now() >= deadline_)) {
+    if (!done && (e.discarded > kDiscardBytes || LoopClock::now() >= deadline_)) {
       spdlog::info("conn {} {}: request body after an early answer exceeds the discard bounds; closing", id_, peer().full());
       close_after_output(true);
       return;

@@ -8,6 +8,7 @@
 
 #include "holdfast/client_connection.hpp"
 #include "holdfast/http1_encode.hpp"
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/upstream_pool.hpp"
 #include "holdfast/worker.hpp"
 
@@ -22,7 +23,7 @@ Exchange::Exchange(ClientConnection& client, DownstreamSink& sink, MessageHead&&
       pool_(generation_->pool(group)),
       head_(std::move(request)),
       group_(group),
-      started_(std::chrono::steady_clock::now()),
+      started_(LoopClock::now()),
       idempotent_(is_idempotent(head_)),
       upgrade_(allowed_upgrade(head_, pool_.config().upgrade)),
       upstream_(*this, pool_,
@@ -161,14 +162,14 @@ void Exchange::on_slot_free() {
 
 void Exchange::on_queue_timeout() {
   worker_.stats().add(Counter::queue_timeout);
-  auto waited = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - queued_at);
+  auto waited = std::chrono::duration_cast<Millis>(LoopClock::now() - queued_at);
   fail(ProxyError::queue_timeout,
        fmt::format("no connection slot within {} (every server at max_conns)", format_duration(waited)).c_str());
 }
 
 bool Exchange::may_fail_over() {
   const auto& b = pool_.config().balancing;
-  if (failovers_ >= b.retries || std::chrono::steady_clock::now() - started_ >= b.retry_timeout) return false;
+  if (failovers_ >= b.retries || LoopClock::now() - started_ >= b.retry_timeout) return false;
   // Failing over means another server: the same one again would only repeat the failure.
   if (!generation_->has_alternative(group_, server_)) return false;
   ++failovers_;
@@ -306,7 +307,7 @@ bool Exchange::try_retry(ProxyError error, RetryClass retry) {
     fresh = true;
     // The race says nothing against the server: a fresh connection to it,
     // unless it is out by now.
-    if (!worker_.health().available(pool_.slot(server_), HealthClock::now())) avoid = server_;
+    if (!worker_.health().available(pool_.slot(server_), LoopClock::now())) avoid = server_;
     else prefer = server_;
     spdlog::info("conn {} upstream {} ({}): {} on a reused connection before any response; sending again on a new "
                  "connection",

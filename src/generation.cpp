@@ -3,6 +3,7 @@
 #include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/worker.hpp"
 
 namespace holdfast {
@@ -59,7 +60,7 @@ ServerPick Generation::pick_server(std::size_t group, const MessageHead& request
                                std::optional<std::size_t> avoid, std::optional<std::size_t> prefer) {
   const auto& u = config().upstreams[group];
   auto& pool = *pools_[group];
-  const auto now = HealthClock::now();
+  const auto now = LoopClock::now();
   // One server without max_conns (the common shape): there is nothing to
   // balance and no slot to contend for, so only its health is read. A server
   // that is out takes the full path below, which says why.
@@ -106,7 +107,7 @@ ServerPick Generation::pick_server(std::size_t group, const MessageHead& request
 }
 
 bool Generation::has_alternative(std::size_t group, std::size_t server) const {
-  const auto now = HealthClock::now();
+  const auto now = LoopClock::now();
   for (std::size_t i = 0; i < config().upstreams[group].servers.size(); ++i)
     if (i != server && why_out(group, i, now) == OutBecause::in) return true;
   return false;
@@ -143,7 +144,7 @@ void Generation::note_server_failure(std::size_t group, std::size_t server, Prox
   balancers_[group]->report(server, PickOutcome::failure);
   Millis for_how_long{0};
   PassivePolicy policy{u.balancing.max_fails, u.balancing.fail_timeout, u.balancing.fail_timeout_max};
-  auto change = worker_.health().note_failure(pools_[group]->slot(server), policy, HealthClock::now(), &for_how_long);
+  auto change = worker_.health().note_failure(pools_[group]->slot(server), policy, LoopClock::now(), &for_how_long);
   log_health_change(group, server, change, for_how_long, describe(error).text);
 }
 
@@ -152,12 +153,12 @@ void Generation::note_server_answer(std::size_t group, std::size_t server, int s
   if (status >= 500 && u.balancing.fail_on_5xx && u.servers.size() > 1) {
     Millis for_how_long{0};
     PassivePolicy policy{u.balancing.max_fails, u.balancing.fail_timeout, u.balancing.fail_timeout_max};
-    auto change = worker_.health().note_failure(pools_[group]->slot(server), policy, HealthClock::now(), &for_how_long);
+    auto change = worker_.health().note_failure(pools_[group]->slot(server), policy, LoopClock::now(), &for_how_long);
     log_health_change(group, server, change, for_how_long, fmt::format("answered {}", status));
     return;
   }
   balancers_[group]->report(server, PickOutcome::success);
-  log_health_change(group, server, worker_.health().note_success(pools_[group]->slot(server), HealthClock::now()), Millis(0),
+  log_health_change(group, server, worker_.health().note_success(pools_[group]->slot(server), LoopClock::now()), Millis(0),
                     "answered");
 }
 

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "holdfast/sys_io.hpp"
+
 namespace holdfast {
 
 namespace {
@@ -102,7 +104,7 @@ bool SplicePump::drain_pipe(Status& status) {
       status = Status::sink_blocked;
       return false;
     }
-    ssize_t n = ::splice(pipe_.read_end, nullptr, sink_.fd(), nullptr, in_pipe_, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    ssize_t n = sys::splice(pipe_.read_end, sink_.fd(), in_pipe_, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       in_pipe_ -= static_cast<std::size_t>(n);
       delivered_ += static_cast<std::uint64_t>(n);
@@ -141,7 +143,7 @@ SplicePump::Status SplicePump::run() {
     // Never past the end of the body: what follows stays in the socket.
     std::size_t want = kPipeSize;
     if (length_) want = static_cast<std::size_t>(std::min<std::uint64_t>(want, *length_ - taken_));
-    ssize_t n = ::splice(source_.fd(), nullptr, pipe_.write_end, nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    ssize_t n = sys::splice(source_.fd(), pipe_.write_end, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (n > 0) {
       taken_ += static_cast<std::uint64_t>(n);
       in_pipe_ += static_cast<std::size_t>(n);

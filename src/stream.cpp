@@ -9,8 +9,10 @@
 #include <cstddef>
 #include <new>
 
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/parking.hpp"
 #include "holdfast/spare_stack.hpp"
+#include "holdfast/sys_io.hpp"
 
 namespace holdfast {
 
@@ -104,7 +106,7 @@ void Stream::enable_read() {
   if (reading_ || fd_ < 0) return;
   reading_ = true;
   if (read_timeout_) {
-    read_deadline_ = Clock::now() + *read_timeout_;
+    read_deadline_ = LoopClock::now() + *read_timeout_;
     arm_timer();
   }
   if (read_ready_) event_active(io(), EV_READ, 1);
@@ -122,7 +124,7 @@ void Stream::kick() {
 void Stream::set_read_timeout(std::optional<Millis> t) {
   read_timeout_ = t;
   if (t && reading_) {
-    read_deadline_ = Clock::now() + *t;
+    read_deadline_ = LoopClock::now() + *t;
     arm_timer();
   } else {
     read_deadline_.reset();
@@ -132,7 +134,7 @@ void Stream::set_read_timeout(std::optional<Millis> t) {
 void Stream::set_write_timeout(std::optional<Millis> t) {
   write_timeout_ = t;
   if (t && (connecting_ || !write_ready_)) {
-    write_deadline_ = Clock::now() + *t;
+    write_deadline_ = LoopClock::now() + *t;
     arm_timer();
   } else if (!t) {
     write_deadline_.reset();
@@ -156,17 +158,18 @@ void Stream::arm_timer() {
     }
     evtimer_assign(&timer_->ev, event_get_base(io()), &Stream::on_timer, this);
   }
-  timeval tv = to_timeval(*earliest - Clock::now());
+  timeval tv = to_timeval(*earliest - LoopClock::now());
   event_add(&timer_->ev, &tv);
   timer_armed_ = true;
   timer_->at = *earliest;
 }
 
 void Stream::on_timer(evutil_socket_t, short, void* arg) {
+  LoopClock::Turn turn;
   auto* self = static_cast<Stream*>(arg);
   self->timer_armed_ = false;
   if (self->fd_ < 0) return;
-  auto now = Clock::now();
+  auto now = LoopClock::now();
   if (self->reading_ && self->read_deadline_ && now >= *self->read_deadline_) {
     self->read_deadline_.reset();
     self->reading_ = false;
@@ -187,7 +190,10 @@ void Stream::on_timer(evutil_socket_t, short, void* arg) {
   self->arm_timer();
 }
 
-void Stream::on_io(evutil_socket_t, short what, void* arg) { static_cast<Stream*>(arg)->handle_io(what); }
+void Stream::on_io(evutil_socket_t, short what, void* arg) {
+  LoopClock::Turn turn;
+  static_cast<Stream*>(arg)->handle_io(what);
+}
 
 void Stream::handle_io(short what) {
   if (fd_ < 0) return;
@@ -270,14 +276,14 @@ void Stream::do_read() {
       return;
     }
     std::size_t room = std::min(want, static_cast<std::size_t>(vec.iov_len));
-    ssize_t n = ::recv(fd_, vec.iov_base, room, 0);
+    ssize_t n = sys::recv(fd_, vec.iov_base, room, 0);
     if (n > 0) {
       vec.iov_len = static_cast<std::size_t>(n);
       evbuffer_commit_space(input(), &vec, 1);
       // A short read drained the socket; with edge triggering the next bytes
       // bring a new edge, so no recv is spent just to see EAGAIN.
       if (static_cast<std::size_t>(n) < room && !peer_closed_) read_ready_ = false;
-      if (read_timeout_) read_deadline_ = Clock::now() + *read_timeout_;
+      if (read_timeout_) read_deadline_ = LoopClock::now() + *read_timeout_;
       if (handler_) handler_->on_stream_readable(*this);
       continue;
     }
@@ -326,7 +332,7 @@ int Stream::write_out() {
   // The send timeout counts from the last progress: restart it only when
   // this call moved bytes (one clock read per block, not per write).
   if (write_timeout_ && (wrote || !write_deadline_)) {
-    write_deadline_ = Clock::now() + *write_timeout_;
+    write_deadline_ = LoopClock::now() + *write_timeout_;
     arm_timer();
   }
   return 0;
@@ -344,12 +350,12 @@ ssize_t Stream::send_some(std::size_t& offered) {
   ssize_t n;
   if (chains == 1) {
     offered = vec[0].iov_len;
-    n = ::send(fd_, vec[0].iov_base, vec[0].iov_len, MSG_NOSIGNAL);
+    n = sys::send(fd_, vec[0].iov_base, vec[0].iov_len, MSG_NOSIGNAL);
   } else if (total <= kGatherBytes) {
     char gathered[kGatherBytes];
     evbuffer_copyout(output_, gathered, total);
     offered = total;
-    n = ::send(fd_, gathered, total, MSG_NOSIGNAL);
+    n = sys::send(fd_, gathered, total, MSG_NOSIGNAL);
   } else {
     msghdr msg{};
     msg.msg_iov = reinterpret_cast<iovec*>(vec);
@@ -357,7 +363,7 @@ ssize_t Stream::send_some(std::size_t& offered) {
     offered = 0;
     for (std::size_t i = 0; i < msg.msg_iovlen; ++i) offered += vec[i].iov_len;
     // More chains than one call takes follow at once: let them share segments.
-    n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | (chains > kMaxIovecs ? MSG_MORE : 0));
+    n = sys::sendmsg(fd_, &msg, MSG_NOSIGNAL | (chains > kMaxIovecs ? MSG_MORE : 0));
   }
   if (n > 0) evbuffer_drain(output_, static_cast<std::size_t>(n));
   return n;
@@ -392,7 +398,7 @@ void Stream::flush() {
 
 void Stream::note_raw_read(bool drained) {
   if (drained) read_ready_ = false;
-  else if (read_timeout_ && reading_) read_deadline_ = Clock::now() + *read_timeout_;
+  else if (read_timeout_ && reading_) read_deadline_ = LoopClock::now() + *read_timeout_;
 }
 
 void Stream::report_raw_end(int err) {
@@ -414,7 +420,7 @@ void Stream::note_raw_write(bool progress, bool blocked) {
   write_ready_ = false;
   raw_write_waiting_ = true;
   if (write_timeout_ && (progress || !write_deadline_)) {
-    write_deadline_ = Clock::now() + *write_timeout_;
+    write_deadline_ = LoopClock::now() + *write_timeout_;
     arm_timer();
   }
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "holdfast/client_connection.hpp"
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/worker.hpp"
 
 namespace holdfast {
@@ -16,7 +17,7 @@ Tunnel::Tunnel(ClientConnection& client, Stream& client_stream, std::unique_ptr<
       upstream_(std::move(upstream)),
       idle_timeout_(idle_timeout),
       origin_(std::move(origin)),
-      last_activity_(std::chrono::steady_clock::now()) {
+      last_activity_(LoopClock::now()) {
   up_ = {&client_stream, &upstream_->stream(), "client"};
   down_ = {&upstream_->stream(), &client_stream, "backend"};
   upstream_->set_owner(this);
@@ -57,7 +58,7 @@ void Tunnel::pump(Direction& d) {
     std::size_t n = d.from->input_length();
     evbuffer_remove_buffer(d.from->input(), d.to->output(), n);
     d.bytes += n;
-    last_activity_ = std::chrono::steady_clock::now();
+    last_activity_ = LoopClock::now();
   }
   if (ended_) return;
   d.to->flush();
@@ -89,7 +90,7 @@ void Tunnel::on_event(Direction& d, short what) {
       return;
     }
     // A read timeout on one leg while the other is busy is no idleness.
-    auto idle = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - last_activity_);
+    auto idle = std::chrono::duration_cast<Millis>(LoopClock::now() - last_activity_);
     if (idle >= idle_timeout_) {
       end(End::idle_timeout, "idle for tunnel_timeout");
       return;
@@ -125,7 +126,7 @@ void Tunnel::end(End why, const char* detail) {
   auto i = static_cast<std::size_t>(why);
   worker_.stats().add(counters[i]);
   worker_.adjust_tunnels(-1);
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - origin_.started).count();
+  double seconds = std::chrono::duration<double>(LoopClock::now() - origin_.started).count();
   auto peer = client_.peer();
   spdlog::info("conn {} {}: tunnel closed by {} ({}): {} bytes up, {} bytes down, {:.3f} s", client_.id(),
                peer.full(), names[i], detail, up_.bytes, down_.bytes, seconds);

@@ -6,6 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "holdfast/loop_clock.hpp"
+#include "holdfast/sys_io.hpp"
+
 namespace holdfast {
 
 std::unique_ptr<UpstreamConnection> UpstreamConnection::open(event_base* base, const sockaddr* addr, socklen_t len,
@@ -28,14 +31,14 @@ std::unique_ptr<UpstreamConnection> UpstreamConnection::open(event_base* base, c
   std::unique_ptr<UpstreamConnection> c(new UpstreamConnection(base, fd));
   c->server = server;
   c->id = id;
-  c->created = c->last_used = Clock::now();
+  c->created = c->last_used = LoopClock::now();
   return c;
 }
 
 bool UpstreamConnection::quiet_and_open() const noexcept {
   if (stream_.is_closed() || stream_.input_length() != 0) return false;
   char byte;
-  ssize_t n = ::recv(stream_.fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n = sys::recv(stream_.fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0) return false;                        // EOF: the backend closed it
   if (n > 0) return false;                         // unsolicited bytes: framing is in doubt
   return errno == EAGAIN || errno == EWOULDBLOCK;  // anything else is an error

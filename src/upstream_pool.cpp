@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/worker.hpp"
 
 namespace holdfast {
@@ -59,7 +60,7 @@ void UpstreamPool::drain_unadopted() {
 
 std::unique_ptr<UpstreamConnection> UpstreamPool::acquire(std::size_t server, bool idempotent, bool retryable) {
   auto& s = *servers_[server];
-  const auto now = Clock::now();
+  const auto now = LoopClock::now();
   while (!s.idle.empty()) {
     std::unique_ptr<UpstreamConnection> conn = std::move(s.idle.back());
     s.idle.pop_back();
@@ -189,7 +190,7 @@ void UpstreamPool::release(std::unique_ptr<UpstreamConnection> conn, bool reusab
     retire(std::move(conn));
     return;
   }
-  const auto now = Clock::now();
+  const auto now = LoopClock::now();
   Counter why;
   auto budget = idle_budget(*conn, now, now, &why);
   if (!budget) {
@@ -292,7 +293,7 @@ void UpstreamPool::publish(std::size_t server) {
   // a first observation the gauge stays 0, with no clock read per checkout.
   if (!s.observed.has_observation()) return;
   const auto& ka = config_.keepalive;
-  auto seen = s.observed.value(Clock::now(), ka.idle_timeout.value + ka.margin);
+  auto seen = s.observed.value(LoopClock::now(), ka.idle_timeout.value + ka.margin);
   worker_.stats().set(slot(server), Gauge::observed_timeout_ms, seen ? seen->count() : 0);
 }
 
@@ -319,12 +320,12 @@ void UpstreamPool::retire(std::unique_ptr<UpstreamConnection> conn) {
 }
 
 void UpstreamPool::observe_idle_end(const UpstreamConnection& conn) {
-  auto now = Clock::now();
+  auto now = LoopClock::now();
   observe_close(conn, std::chrono::duration_cast<Millis>(now - conn.last_used), now);
 }
 
 void UpstreamPool::learn_from_race(const UpstreamConnection& conn) {
-  auto now = Clock::now();
+  auto now = LoopClock::now();
   // The race shows at once (the backend's FIN or reset answers the request);
   // a close long after sending is the backend failing on the request itself.
   if (now - conn.acquired_at > std::chrono::seconds(1)) return;

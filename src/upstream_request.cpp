@@ -7,6 +7,7 @@
 
 #include "holdfast/client_connection.hpp"
 #include "holdfast/http1_encode.hpp"
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/upstream_pool.hpp"
 
 namespace holdfast {
@@ -187,7 +188,7 @@ void UpstreamRequest::resume_response() {
 void UpstreamRequest::on_upstream_readable(UpstreamConnection& conn) {
   if (!bytes_seen_ && conn.stream().input_length() > 0) {
     bytes_seen_ = true;
-    first_byte_at_ = Clock::now();
+    first_byte_at_ = LoopClock::now();
   }
   process_response();
 }
@@ -366,7 +367,7 @@ void UpstreamRequest::fail(ProxyError error, const char* detail) {
 
 void UpstreamRequest::on_upstream_event(UpstreamConnection& conn, short what) {
   if (what & Stream::connected) {
-    connect_seconds_ = std::chrono::duration<double>(Clock::now() - conn.created).count();
+    connect_seconds_ = std::chrono::duration<double>(LoopClock::now() - conn.created).count();
     arm_timeouts();
     events_.on_upstream_connected();
     return;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "holdfast/loop_clock.hpp"
+
 namespace holdfast {
 
 namespace {
@@ -25,7 +27,7 @@ WaitQueue::~WaitQueue() {
 bool WaitQueue::push(SlotWaiter* w) {
   if (waiters_.contains(w)) return true;  // keeps its place
   if (waiters_.size() >= capacity_) return false;
-  w->queued_at = SteadyClock::now();
+  w->queued_at = LoopClock::now();
   const bool was_empty = waiters_.empty();
   waiters_.push_back(w);
   if (was_empty) arm_timer();
@@ -59,7 +61,7 @@ void WaitQueue::expire(SteadyClock::time_point now) {
 
 void WaitQueue::on_timer(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<WaitQueue*>(arg);
-  self->expire(SteadyClock::now());
+  self->expire(LoopClock::now());
   if (self->recheck_) self->offer();
   self->arm_timer();
 }
@@ -70,7 +72,7 @@ void WaitQueue::arm_timer() {
     return;
   }
   auto wait = std::chrono::duration_cast<std::chrono::microseconds>(waiters_.front()->queued_at + timeout_ -
-                                                                    SteadyClock::now());
+                                                                    LoopClock::now());
   if (recheck_) wait = std::min<std::chrono::microseconds>(wait, *recheck_);
   const auto us = std::max<std::int64_t>(0, wait.count());
   timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};

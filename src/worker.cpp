@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "holdfast/client_connection.hpp"
+#include "holdfast/loop_clock.hpp"
 #include "holdfast/parking.hpp"
 
 namespace holdfast {
@@ -171,7 +172,7 @@ void Worker::begin_drain() {
   for (auto* list : {&active_, &resume_, &idle_}) list->for_each([](ClientConnection* c) { c->drain(); });
   // Idle connections now close after the drain grace instead of
   // keepalive_timeout, counted from the drain: each gets the full grace.
-  auto now = clock_ms(Clock::now());
+  auto now = clock_ms(LoopClock::now());
   idle_.for_each([now](ClientConnection* c) { c->idle_since_ms = now; });
   if (idle_timer_armed_) event_del(idle_timer_);
   arm_idle_timer();
@@ -233,7 +234,7 @@ void Worker::mark_idle(ClientConnection* conn) {
   // while exchanging, and taken off the resume list before it is idle again.
   assert(conn->listed_in != ClientConnection::ClientList::resume);
   if (conn->listed_in == ClientConnection::ClientList::none) return;  // closed meanwhile
-  conn->idle_since_ms = clock_ms(Clock::now());
+  conn->idle_since_ms = clock_ms(LoopClock::now());
   move_to(conn, ClientConnection::ClientList::idle);
   publish_client_gauges();
   if (!idle_timer_armed_) arm_idle_timer();
@@ -245,7 +246,7 @@ void Worker::arm_park_timer() {
   park_timer_armed_ = false;
   if (!park_cursor_) return;
   // A little later than the first one is due, so that one pass parks a batch.
-  auto wait = ParkingLot::kParkAfter - idle_for(park_cursor_, clock_ms(Clock::now())) + std::chrono::milliseconds(20);
+  auto wait = ParkingLot::kParkAfter - idle_for(park_cursor_, clock_ms(LoopClock::now())) + std::chrono::milliseconds(20);
   add_timer(park_timer_, wait);
   park_timer_armed_ = true;
 }
@@ -253,7 +254,7 @@ void Worker::arm_park_timer() {
 void Worker::on_park_timer(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   self->park_timer_armed_ = false;
-  auto now = clock_ms(Clock::now());
+  auto now = clock_ms(LoopClock::now());
   // A connection that cannot park now (bytes pending, an edge queued) is
   // about to be busy; it is tried again the next time it becomes idle.
   while (self->park_cursor_ && idle_for(self->park_cursor_, now) >= ParkingLot::kParkAfter) {
@@ -285,14 +286,14 @@ void Worker::add_timer(event* timer, std::chrono::milliseconds after) noexcept {
 void Worker::arm_idle_timer() {
   idle_timer_armed_ = false;
   if (idle_.empty()) return;
-  add_timer(idle_timer_, idle_limit() - idle_for(idle_.front(), clock_ms(Clock::now())));
+  add_timer(idle_timer_, idle_limit() - idle_for(idle_.front(), clock_ms(LoopClock::now())));
   idle_timer_armed_ = true;
 }
 
 void Worker::on_idle_timer(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   self->idle_timer_armed_ = false;
-  auto now = clock_ms(Clock::now());
+  auto now = clock_ms(LoopClock::now());
   auto timeout = self->idle_limit();
   // keepalive_timeout: the ordinary end of an idle connection.
   while (!self->idle_.empty() && idle_for(self->idle_.front(), now) >= timeout) {
@@ -311,6 +312,7 @@ void Worker::post_resume(ClientConnection* conn) {
 }
 
 void Worker::on_resume(evutil_socket_t, short, void* arg) {
+  LoopClock::Turn turn;
   auto* self = static_cast<Worker*>(arg);
   while (!self->resume_.empty()) {
     auto* c = self->resume_.front();
