@@ -8,6 +8,7 @@
 #include <string>
 
 #include "holdfast/config.hpp"
+#include "holdfast/event_memory.hpp"
 #include "holdfast/server.hpp"
 
 namespace {
@@ -30,6 +31,8 @@ const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any other libevent call: see event_memory.hpp.
+  holdfast::event_memory::install();
   std::string path = "/etc/holdfast/holdfast.yaml";
   bool check = false;
   for (int i = 1; i < argc; ++i) {
