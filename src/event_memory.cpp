@@ -5,7 +5,6 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 
 #include "holdfast/spare_stack.hpp"
 
@@ -40,59 +39,26 @@ std::uint32_t class_of_block(void* p) noexcept {
   return c;
 }
 
-// A spare block's first bytes hold the link to the next spare of its class.
-struct Spare {
-  Spare* next;
-};
-
-// Set when this thread's cache is destroyed. Trivially destructible, so
-// still readable while the thread's other destructors run: a block freed
-// after the cache is gone goes straight back to malloc.
-thread_local bool t_closed = false;
-
-struct Cache {
-  Spare* head[kClasses] = {};
-  std::size_t count[kClasses] = {};
-  ~Cache() {
-    t_closed = true;
-    for (std::uint32_t c = 0; c < kClasses; ++c)
-      while (head[c]) {
-        Spare* s = head[c];
-        head[c] = s->next;
-        std::free(s);
-      }
-  }
-};
-thread_local Cache t_cache;
+// Each class's spares, per thread (the worker's loop thread): a
+// SpareStack frees them when the thread ends and keeps none under
+// AddressSanitizer.
+void free_block(void* p) { std::free(p); }
+thread_local SpareStack<void, kSparesPerClass, free_block> t_spares[kClasses];
 
 }  // namespace
 
 void* allocate(std::size_t size) noexcept {
   std::uint32_t c = class_for_request(size);
   if (c == kNoClass) return std::malloc(size ? size : 1);
-  if (kKeepSpares && !t_closed) {
-    if (Spare* s = t_cache.head[c]) {
-      t_cache.head[c] = s->next;
-      --t_cache.count[c];
-      return s;
-    }
-  }
+  if (void* spare = t_spares[c].take()) return spare;
   return std::malloc(class_size(c));
 }
 
 void release(void* p) noexcept {
   if (!p) return;
-  if (kKeepSpares && !t_closed) {
-    std::uint32_t c = class_of_block(p);
-    if (c != kNoClass && t_cache.count[c] < kSparesPerClass) {
-      auto* s = static_cast<Spare*>(p);
-      s->next = t_cache.head[c];
-      t_cache.head[c] = s;
-      ++t_cache.count[c];
-      return;
-    }
-  }
-  std::free(p);
+  std::uint32_t c = class_of_block(p);
+  if (c != kNoClass) t_spares[c].give(p);
+  else std::free(p);
 }
 
 void* reallocate(void* p, std::size_t size) noexcept {
@@ -106,13 +72,13 @@ void* reallocate(void* p, std::size_t size) noexcept {
 
 std::size_t spare_blocks() noexcept {
   std::size_t n = 0;
-  for (std::uint32_t c = 0; c < kClasses; ++c) n += t_cache.count[c];
+  for (std::uint32_t c = 0; c < kClasses; ++c) n += t_spares[c].size();
   return n;
 }
 
 std::size_t spare_bytes() noexcept {
   std::size_t n = 0;
-  for (std::uint32_t c = 0; c < kClasses; ++c) n += t_cache.count[c] * class_size(c);
+  for (std::uint32_t c = 0; c < kClasses; ++c) n += t_spares[c].size() * class_size(c);
   return n;
 }
 

@@ -32,12 +32,6 @@ constexpr int kMaxIovecs = 64;
 // chain a read reserved (up to kReadSize).
 void free_buffer(evbuffer* b) { evbuffer_free(b); }
 thread_local SpareStack<evbuffer, 16, free_buffer> t_buffers;
-
-timeval to_timeval(std::chrono::steady_clock::duration d) {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-  if (us < 0) us = 0;
-  return timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
-}
 }  // namespace
 
 Stream::Stream(event_base* base, int fd, bool connecting)
@@ -89,8 +83,8 @@ void Stream::release_idle_resources() {
 
 void Stream::close() {
   if (fd_ < 0) return;
-  if (!io_) ParkingLot::forget(*this);
   if (io_) event_del(io_);  // an open stream's event is always added
+  else ParkingLot::forget(*this);
   if (timer_) event_del(&timer_->ev);
   timer_armed_ = false;
   ::close(fd_);

@@ -74,8 +74,7 @@ void WaitQueue::arm_timer() {
   auto wait = std::chrono::duration_cast<std::chrono::microseconds>(waiters_.front()->queued_at + timeout_ -
                                                                     LoopClock::now());
   if (recheck_) wait = std::min<std::chrono::microseconds>(wait, *recheck_);
-  const auto us = std::max<std::int64_t>(0, wait.count());
-  timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+  timeval tv = to_timeval(wait);
   evtimer_add(timer_, &tv);
 }
 

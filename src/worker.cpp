@@ -164,9 +164,7 @@ void Worker::begin_drain() {
     l.second->accept_pending();
     l.second->stop();
   }
-  timeval tv{static_cast<time_t>(config().drain_timeout.count() / 1000),
-             static_cast<suseconds_t>((config().drain_timeout.count() % 1000) * 1000)};
-  evtimer_add(drain_deadline_event_, &tv);
+  add_timer(drain_deadline_event_, config().drain_timeout);
   // Active ones first: drain() may make an idle one active, never the reverse,
   // so each is told once.
   for (auto* list : {&active_, &resume_, &idle_}) list->for_each([](ClientConnection* c) { c->drain(); });
@@ -277,9 +275,7 @@ std::chrono::milliseconds Worker::idle_limit() const noexcept {
 }
 
 void Worker::add_timer(event* timer, std::chrono::milliseconds after) noexcept {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(after).count();
-  if (us < 0) us = 0;
-  timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+  timeval tv = to_timeval(after);
   event_add(timer, &tv);
 }
 

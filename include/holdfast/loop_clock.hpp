@@ -17,6 +17,8 @@
 // a stale time. Per thread: each worker is one thread with its own loop.
 #pragma once
 
+#include <sys/time.h>
+
 #include <chrono>
 
 namespace holdfast {
@@ -43,5 +45,12 @@ class LoopClock {
   static inline thread_local clock::time_point at_{};
   static inline thread_local int depth_ = 0;
 };
+
+// A delay as libevent's timers take it; one already past is 0 (at once).
+inline timeval to_timeval(std::chrono::steady_clock::duration d) noexcept {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+  if (us < 0) us = 0;
+  return timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+}
 
 }  // namespace holdfast

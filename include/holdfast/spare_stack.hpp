@@ -29,6 +29,7 @@ class SpareStack {
     closed_ = true;
   }
 
+  std::size_t size() const noexcept { return count_; }
   // A spare, or null when there is none.
   T* take() noexcept { return count_ > 0 ? slots_[--count_] : nullptr; }
   // Keeps `x`, or frees it when full or once the thread is ending.
