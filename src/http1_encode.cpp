@@ -12,6 +12,19 @@ void copy(char*& to, std::string_view from) noexcept {
   std::memcpy(to, from.data(), from.size());
   to += from.size();
 }
+// When a field's name and value are views of its line as received (a head
+// parsed in place, HeaderList::stage) written "name: value" or "name:value",
+// the length of that line; otherwise 0 (the field is written field by field,
+// with one space). The separator is checked, not assumed: a field added
+// later lives elsewhere in the store.
+std::size_t received_line_length(const HeaderField& h) noexcept {
+  if (h.value.empty() || h.name.empty()) return 0;
+  const char* colon = h.name.data() + h.name.size();
+  const auto gap = h.value.data() - colon;
+  if ((gap == 2 && colon[0] == ':' && colon[1] == ' ') || (gap == 1 && colon[0] == ':'))
+    return h.name.size() + static_cast<std::size_t>(gap) + h.value.size();
+  return 0;
+}
 }  // namespace
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
@@ -65,10 +78,16 @@ void append_end_to_end(std::string& out, const HeaderList& headers, std::initial
         break;
       }
     if (skipped) continue;
-    copy(p, h.name);
-    *p++ = ':';
-    *p++ = ' ';
-    copy(p, h.value);
+    if (std::size_t line = received_line_length(h)) {
+      // Parsed in place: the line's own bytes go as one range.
+      std::memcpy(p, h.name.data(), line);
+      p += line;
+    } else {
+      copy(p, h.name);
+      *p++ = ':';
+      *p++ = ' ';
+      copy(p, h.value);
+    }
     *p++ = '\r';
     *p++ = '\n';
   }

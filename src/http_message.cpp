@@ -8,6 +8,11 @@ namespace holdfast {
 namespace {
 HttpParser* self(llhttp_t* p) { return static_cast<HttpParser*>(p->data); }
 
+// A head is copied into its field store and parsed there this many bytes at
+// a time, so that of the body bytes that follow a head in the same read at
+// most this many are copied (and given back).
+constexpr std::size_t kStageSlice = 2048;
+
 // Checks llhttp leaves to its user, made before a byte of the head is acted
 // on. `status_digits` is the length of a response's status code as received
 // (-1 when unknown). Returns why the head is refused, or nullptr.
@@ -29,13 +34,18 @@ const char* invalid_head(bool request, const MessageHead& h, int status_digits) 
 }  // namespace
 
 void MessageHead::clear() {
+  clear_keeping_staged();
+  headers.clear();
+}
+
+void MessageHead::clear_keeping_staged() {
   method.clear();
   target.clear();
   status = 0;
   reason.clear();
   version_major = 1;
   version_minor = 1;
-  headers.clear();
+  headers.clear_fields();
   chunked = has_transfer_encoding = has_content_length = false;
   content_length = 0;
   keep_alive = true;
@@ -116,20 +126,22 @@ HttpParser::Result HttpParser::feed(const char* data, std::size_t len) {
       }
     }
     const bool was_in_head = in_head_;
-    if (was_in_head && kind_ == Kind::response && !status_counted_) count_status_digits(at, give);
-    pause_ = Pause::none;
-    llhttp_errno_t err = give ? llhttp_execute(&parser_, at, give) : HPE_OK;
-    if (err != HPE_OK && err != HPE_PAUSED) {
-      failure_ = Failure::bad_message;
-      if (!error_reason_) error_reason_ = llhttp_get_error_reason(&parser_);
-      if (!error_reason_) error_reason_ = llhttp_errno_name(err);
-      r.event = Event::error;
-      return r;
+    llhttp_errno_t err = HPE_OK;
+    std::size_t used = 0;
+    if (was_in_head) {
+      err = execute_head(at, give, used);
+    } else {
+      pause_ = Pause::none;
+      err = give ? llhttp_execute(&parser_, at, give) : HPE_OK;
+      if (err == HPE_OK) used = give;
+      else if (err == HPE_PAUSED) used = static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - at);
     }
-    std::size_t used = err == HPE_OK ? give : static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - at);
-    if (was_in_head && has_folded_line(at, used)) {
-      failure_ = Failure::bad_message;
-      error_reason_ = "obsolete line folding (obs-fold) in a header field";
+    if (err != HPE_OK && err != HPE_PAUSED) {
+      if (failure_ == Failure::none) {
+        failure_ = Failure::bad_message;
+        if (!error_reason_) error_reason_ = llhttp_get_error_reason(&parser_);
+        if (!error_reason_) error_reason_ = llhttp_errno_name(err);
+      }
       r.event = Event::error;
       return r;
     }
@@ -155,6 +167,40 @@ HttpParser::Result HttpParser::feed(const char* data, std::size_t len) {
     // Pause::last_chunk: go on into the trailer section under its own cap.
   }
   return r;
+}
+
+llhttp_errno_t HttpParser::execute_head(const char* data, std::size_t len, std::size_t& used) {
+  // The head's bytes are parsed from their copy in the field store, so that
+  // the fields are views of their own lines (HeaderList::stage): no field is
+  // copied again, and a line can be forwarded as one range.
+  HeaderList& store = head_.headers;
+  used = 0;
+  while (used < len) {
+    const std::size_t n = std::min(len - used, kStageSlice);
+    char* copy = store.stage(n);
+    std::memcpy(copy, data + used, n);
+    if (kind_ == Kind::response && !status_counted_) count_status_digits(copy, n);
+    pause_ = Pause::none;
+    llhttp_errno_t err = llhttp_execute(&parser_, copy, n);
+    if (err != HPE_OK && err != HPE_PAUSED) {
+      store.unstage(n);
+      return err;
+    }
+    const std::size_t took = err == HPE_OK ? n : static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - copy);
+    if (has_folded_line(copy, took)) {
+      failure_ = Failure::bad_message;
+      error_reason_ = "obsolete line folding (obs-fold) in a header field";
+      store.unstage(n);
+      return HPE_USER;
+    }
+    used += took;
+    if (err == HPE_PAUSED) {
+      // What follows the head is not the head's: it leaves the store.
+      store.unstage(n - took);
+      return err;
+    }
+  }
+  return HPE_OK;
 }
 
 void HttpParser::count_status_digits(const char* data, std::size_t len) {
@@ -197,8 +243,8 @@ int HttpParser::add_field_bytes(std::string& to, const char* at, std::size_t len
 }
 
 int HttpParser::on_message_begin(llhttp_t* p) {
-  auto* s = self(p);
-  s->head_.clear();
+  // The head's first bytes are staged already (execute_head).
+  self(p)->head_.clear_keeping_staged();
   return 0;
 }
 
@@ -217,8 +263,8 @@ int HttpParser::on_status(llhttp_t* p, const char* at, std::size_t len) {
 
 int HttpParser::on_header_field(llhttp_t* p, const char* at, std::size_t len) {
   auto* s = self(p);
-  HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
-  list.append_name(std::string_view(at, len), s->value_started_);
+  if (s->in_head_) s->head_.headers.adopt_name(std::string_view(at, len), s->value_started_);
+  else s->trailers_.append_name(std::string_view(at, len), s->value_started_);
   s->value_started_ = false;
   return 0;
 }
@@ -228,7 +274,8 @@ int HttpParser::on_header_value(llhttp_t* p, const char* at, std::size_t len) {
   HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
   s->value_started_ = true;
   if (list.empty()) return -1;
-  list.append_value(std::string_view(at, len));
+  if (s->in_head_) list.adopt_value(std::string_view(at, len));
+  else list.append_value(std::string_view(at, len));
   return 0;
 }
 

@@ -73,6 +73,30 @@ class HeaderList {
     auto& value = fields_.back().value;
     value = join(value, added);
   }
+  // A head parsed in place: its bytes are copied into the store as they
+  // arrive (stage), the parser runs over that copy, and the fields become
+  // views of it (adopt_*), so that a field line keeps its own bytes, name,
+  // colon and value in one range. `unstage` gives back bytes staged past the
+  // head's end. The store must not be changed otherwise while a head is staged.
+  char* stage(std::size_t n) {
+    if (n > capacity_ - size_) grow(n);
+    char* at = data_.get() + size_;
+    size_ += n;
+    return at;
+  }
+  void unstage(std::size_t n) noexcept { size_ -= n; }
+  // Pieces that already lie in the store (staged), in order.
+  void adopt_name(std::string_view piece, bool new_field) {
+    if (new_field || fields_.empty()) start_field();
+    auto& name = fields_.back().name;
+    name = join(name, piece);
+  }
+  void adopt_value(std::string_view piece) {
+    auto& value = fields_.back().value;
+    value = join(value, piece);
+  }
+  // Empties the list of fields, keeping the staged bytes.
+  void clear_fields() noexcept { fields_.clear(); }
   // Removes the whitespace around the last field's value (RFC 9110 5.5).
   void trim_last_value() noexcept {
     if (fields_.empty()) return;

@@ -36,6 +36,9 @@ struct MessageHead {
   bool upgrade = false;                 // Upgrade/CONNECT: holdfast does not tunnel
 
   void clear();
+  // As clear(), but the bytes staged in the field store stay (the parser has
+  // copied the head's first bytes there before llhttp begins the message).
+  void clear_keeping_staged();
 };
 
 // Receives decoded chunked body bytes and the trailer section.
@@ -110,6 +113,9 @@ class HttpParser {
   enum class Pause { none, head, last_chunk, message_end };
 
   void count_status_digits(const char* data, std::size_t len);
+  // Parses head bytes from their copy in the field store; `used`: bytes of
+  // `data` that belong to the head.
+  llhttp_errno_t execute_head(const char* data, std::size_t len, std::size_t& used);
 
   int add_field_bytes(std::string& to, const char* at, std::size_t len);
   bool has_folded_line(const char* data, std::size_t len);

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "holdfast/http1_encode.hpp"
 #include "holdfast/http_message.hpp"
 
 using namespace holdfast;
@@ -224,4 +225,56 @@ TEST_CASE("a response status must be three digits from 100 to 599") {
   REQUIRE(feed(p, "HTTP/1.1 100 Continue\r\n\r\n").event == HttpParser::Event::head_complete);
   p.reset();
   CHECK(feed(p, "HTTP/1.1 20 OK\r\n\r\n").event == HttpParser::Event::error);
+}
+
+TEST_CASE("a head is parsed in place: fields are views of their own lines, forwarded as received") {
+  HttpParser p(HttpParser::Kind::request, 65536);
+  // Longer than one staging slice, with the body's first bytes behind it.
+  std::string big(3000, 'v');
+  std::string req = "POST / HTTP/1.1\r\nHost: h\r\nX-Tight:1\r\nX-Big: " + big +
+                    "\r\nX-Pad:   3  \r\nContent-Length: 4\r\n\r\nbody";
+  auto r = feed(p, req);
+  REQUIRE(r.event == HttpParser::Event::head_complete);
+  CHECK(r.consumed == req.size() - 4);
+  const auto& h = p.head().headers;
+  REQUIRE(h.size() == 5);
+  CHECK(h[1].value == "1");
+  CHECK(h[2].value == big);
+  CHECK(h[3].value == "3");
+  // Name, colon and value lie in one range of the store.
+  CHECK(h[1].value.data() == h[1].name.data() + h[1].name.size() + 1);
+  CHECK(h[2].value.data() == h[2].name.data() + h[2].name.size() + 2);
+  // Lines go out as they came; a line with other whitespace is rewritten.
+  auto out = encode_request_head(p.head(), ForwardInfo{"10.0.0.1", "backend", "", false});
+  CHECK(out.find("\r\nX-Tight:1\r\n") != std::string::npos);
+  CHECK(out.find("\r\nX-Big: " + big + "\r\n") != std::string::npos);
+  CHECK(out.find("\r\nX-Pad: 3\r\n") != std::string::npos);
+  CHECK(out.find("body") == std::string::npos);
+}
+
+TEST_CASE("a field changed after parsing is written from its new value") {
+  HttpParser p(HttpParser::Kind::request, 16384);
+  auto r = feed(p, "GET / HTTP/1.1\r\nHost: old.example\r\nA: 1\r\n\r\n");
+  REQUIRE(r.event == HttpParser::Event::head_complete);
+  MessageHead head = std::move(p.head());
+  head.headers.set_value(0, "new.example");
+  head.headers.add("B", "2");
+  std::string out;
+  append_end_to_end(out, head.headers, {});
+  CHECK(out == "Host: new.example\r\nA: 1\r\nB: 2\r\n");
+}
+
+TEST_CASE("pipelined heads each parse from their own store") {
+  HttpParser p(HttpParser::Kind::request, 16384);
+  std::string two = "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: b\r\n\r\n";
+  auto r = feed(p, two);
+  REQUIRE(r.event == HttpParser::Event::head_complete);
+  MessageHead first = std::move(p.head());
+  p.reset();
+  auto r2 = p.feed(two.data() + r.consumed, two.size() - r.consumed);
+  REQUIRE(r2.event == HttpParser::Event::head_complete);
+  CHECK(first.target == "/a");
+  CHECK(first.headers[0].value == "a");
+  CHECK(p.head().target == "/b");
+  CHECK(p.head().headers[0].value == "b");
 }
