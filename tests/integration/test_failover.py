@@ -173,8 +173,9 @@ class ActiveHealthCheckTest(h.ProxyTestCase):
         b1, b2 = self.backend(name="b1"), self.backend(name="b2")
         p = self.proxy(make_config([b1.port, b2.port], upstream={"health_check": {
             "path": "/", "interval": "100ms", "rise": 1, "fall": 1, "start": "down"}}, top=ADMIN))
-        self.assertTrue(h.wait_until(lambda: Metrics(p).value(C + "upstream_server_up", **srv(b1.port)) == 1,
-                                     5 * h.SLOW))
+        # Each server comes up on its own first passing check: both are waited for.
+        self.assertTrue(h.wait_until(lambda: all(Metrics(p).value(C + "upstream_server_up", **srv(b.port)) == 1
+                                                 for b in (b1, b2)), 5 * h.SLOW))
         names = {h.get(p.port, f"/y{i}").headers.get("X-Backend") for i in range(6)}
         self.assertEqual(names, {"b1", "b2"})
 
