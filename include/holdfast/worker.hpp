@@ -22,6 +22,7 @@
 #include "holdfast/config.hpp"
 #include "holdfast/errors.hpp"
 #include "holdfast/health.hpp"
+#include "holdfast/heap_trim.hpp"
 #include "holdfast/listener.hpp"
 #include "holdfast/router.hpp"
 #include "holdfast/stats.hpp"
@@ -141,6 +142,7 @@ class Worker {
   static void on_drain_deadline(evutil_socket_t, short, void*);
   static void on_idle_timer(evutil_socket_t, short, void*);
   static void on_park_timer(evutil_socket_t, short, void*);
+  static void on_trim_timer(evutil_socket_t, short, void*);
   void arm_park_timer();
   // How long `c` has been idle at `now_ms` (clock_ms).
   static std::chrono::milliseconds idle_for(const ClientConnection* c, std::uint32_t now_ms) noexcept {
@@ -186,6 +188,9 @@ class Worker {
   ClientConnection* park_cursor_ = nullptr;
   event* park_timer_ = nullptr;
   bool park_timer_armed_ = false;
+  // Gives the heap freed after a burst back to the system (heap_trim.hpp).
+  HeapTrimPolicy trim_policy_;
+  event* trim_timer_ = nullptr;
   std::vector<std::unique_ptr<void, void (*)(void*)>> retired_;
   std::vector<std::unique_ptr<void, void (*)(void*)>> reaping_;  // the batch on_reap is deleting
   event* reap_event_ = nullptr;
