@@ -221,6 +221,8 @@ void Worker::on_trim_timer(evutil_socket_t, short, void* arg) {
     add_timer(self->trim_timer_, *wait);
     return;
   }
+  spdlog::debug("worker {}: returning free heap pages after a burst of {} active connections", self->index_,
+                self->trim_policy_.peak());
   trim_heap();
   self->trim_policy_.trimmed(now);
 }
