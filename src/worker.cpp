@@ -208,14 +208,13 @@ void Worker::publish_client_gauges() noexcept {
   stats_.set(0, Gauge::client_idle, idle);
   auto active = client_count() - idle_.size();
   stats_.set(0, Gauge::client_active, static_cast<std::int64_t>(active));
-  // Re-armed on each return to quiet, so the check comes kQuiet after the last one.
-  if (trim_policy_.note_active(active)) add_timer(trim_timer_, HeapTrimPolicy::kQuiet);
+  if (trim_policy_.note_active(busy_clients())) add_timer(trim_timer_, HeapTrimPolicy::kQuiet);
 }
 
 void Worker::on_trim_timer(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   auto now = LoopClock::now();
-  auto wait = self->trim_policy_.check(self->client_count() - self->idle_.size(), now);
+  auto wait = self->trim_policy_.check(self->busy_clients(), now);
   if (!wait) return;
   if (wait->count() > 0) {
     add_timer(self->trim_timer_, *wait);

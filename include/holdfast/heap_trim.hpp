@@ -7,10 +7,11 @@
 // returns only the top of a heap by itself, never whole free pages in its
 // middle. malloc_trim() returns those too (madvise), as HAProxy does from its
 // pool garbage collection. It walks and locks every arena, so a worker calls
-// it only once it has gone quiet after a burst: no client connection active
-// for kQuiet after at least kBurst were active at once, and at most once per
-// kMinInterval. Never on the request path; pages it returned are faulted in
-// again by the next burst.
+// it only once it has gone quiet after a burst: at least kBurst client
+// connections were active at once, then at most kQuietAtMost were for kQuiet
+// (tunnels do not count: they stay open whatever the traffic); and at most
+// once per kMinInterval. Never on the request path; pages it returned are
+// faulted in again by the next burst.
 //
 // Pure decision logic with the clock passed in (the Worker owns the timer).
 #pragma once
@@ -29,24 +30,39 @@ class HeapTrimPolicy {
   // Active connections at once that make a trim worth its walk: below it,
   // what a burst leaves behind is a few pages.
   static constexpr std::size_t kBurst = 64;
+  // Quiet: this few active or fewer (light traffic goes on after a burst).
+  static constexpr std::size_t kQuietAtMost = 4;
   static constexpr Millis kQuiet{250};
   static constexpr Millis kMinInterval{10'000};
 
-  // The worker's count of active client connections is now `active` (cheap:
-  // called on every change). True when the worker has just gone quiet after a
-  // burst: the caller (re)arms its check for kQuiet from now.
+  // The worker's count of active client connections is now `active`; cheap,
+  // called on every change. True when the worker has just gone quiet after a
+  // burst: the caller runs check() kQuiet from now, instead of when it
+  // asked before (busy again since then, it was not quiet for kQuiet).
   bool note_active(std::size_t active) noexcept {
     if (active > peak_) peak_ = active;
-    return active == 0 && peak_ >= kBurst;
+    if (active > kQuietAtMost) {
+      busy_since_armed_ = armed_;
+      return false;
+    }
+    if (peak_ < kBurst || (armed_ && !busy_since_armed_)) return false;
+    armed_ = true;
+    busy_since_armed_ = false;
+    return true;
   }
 
-  // The check, kQuiet after the worker went quiet: zero when a trim is due
-  // now; a wait when one is due but the last trim is too recent; nullopt
-  // when none is (busy again, or no burst since the last trim).
-  std::optional<Millis> check(std::size_t active, TimePoint now) const noexcept {
-    if (active > 0 || peak_ < kBurst) return std::nullopt;
-    if (last_ && now - *last_ < kMinInterval)
+  // The check asked for by note_active() (or by a wait from check()): zero
+  // when a trim is due now; a wait (run check() again then) when the last
+  // trim is too recent; nullopt when none is due: busy now (the next quiet
+  // asks again), or no burst since the last trim.
+  std::optional<Millis> check(std::size_t active, TimePoint now) noexcept {
+    armed_ = false;
+    if (peak_ < kBurst || active > kQuietAtMost) return std::nullopt;
+    if (last_ && now - *last_ < kMinInterval) {
+      armed_ = true;
+      busy_since_armed_ = false;
       return std::chrono::duration_cast<Millis>(kMinInterval - (now - *last_));
+    }
     return Millis{0};
   }
 
@@ -60,6 +76,8 @@ class HeapTrimPolicy {
 
  private:
   std::size_t peak_ = 0;  // most active at once since the last trim
+  bool armed_ = false;             // a check is due (the caller's timer runs)
+  bool busy_since_armed_ = false;  // more than kQuietAtMost active since it was armed
   std::optional<TimePoint> last_;
 };
 

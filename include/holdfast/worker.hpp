@@ -158,6 +158,12 @@ class Worker {
   // Moves conn from the list that holds it to the end of `to` (none: out of all).
   void move_to(ClientConnection* conn, ClientConnection::ClientList to) noexcept;
   std::size_t client_count() const noexcept { return active_.size() + idle_.size() + resume_.size(); }
+  // Client connections reading a request or in an exchange: active ones that are not tunnels.
+  std::size_t busy_clients() const noexcept {
+    auto active = active_.size() + resume_.size();
+    auto tunnels = static_cast<std::size_t>(tunnels_);
+    return active > tunnels ? active - tunnels : 0;
+  }
   void apply_updates();
 
   SharedState& shared_;
