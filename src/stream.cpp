@@ -70,7 +70,7 @@ void Stream::drop_buffer(evbuffer* b) noexcept {
 }
 
 void Stream::release_idle_resources() {
-  if (timer_ && !(reading_ && read_deadline_) && !write_deadline_) free_timer();
+  if (timer_ && !(reading_ && timer_->read_deadline) && !timer_->write_deadline) free_timer();
   if (input_ && input_length() == 0) {
     drop_buffer(input_);
     input_ = nullptr;
@@ -99,16 +99,13 @@ void Stream::shutdown_write() noexcept {
 void Stream::enable_read() {
   if (reading_ || fd_ < 0) return;
   reading_ = true;
-  if (read_timeout_) {
-    read_deadline_ = LoopClock::now() + *read_timeout_;
-    arm_timer();
-  }
+  if (read_timeout_ && set_read_deadline(LoopClock::now() + *read_timeout_)) arm_timer();
   if (read_ready_) event_active(io(), EV_READ, 1);
 }
 
 void Stream::disable_read() {
   reading_ = false;
-  read_deadline_.reset();
+  clear_read_deadline();
 }
 
 void Stream::kick() {
@@ -118,40 +115,43 @@ void Stream::kick() {
 void Stream::set_read_timeout(std::optional<Millis> t) {
   read_timeout_ = t;
   if (t && reading_) {
-    read_deadline_ = LoopClock::now() + *t;
-    arm_timer();
+    if (set_read_deadline(LoopClock::now() + *t)) arm_timer();
   } else {
-    read_deadline_.reset();
+    clear_read_deadline();
   }
 }
 
 void Stream::set_write_timeout(std::optional<Millis> t) {
   write_timeout_ = t;
   if (t && (connecting_ || !write_ready_)) {
-    write_deadline_ = LoopClock::now() + *t;
-    arm_timer();
+    if (set_write_deadline(LoopClock::now() + *t)) arm_timer();
   } else if (!t) {
-    write_deadline_.reset();
+    clear_write_deadline();
   }
 }
 
-void Stream::arm_timer() {
-  std::optional<Clock::time_point> earliest;
-  if (reading_ && read_deadline_) earliest = *read_deadline_;
-  if (write_deadline_ && (!earliest || *write_deadline_ < *earliest)) earliest = *write_deadline_;
-  if (!earliest || fd_ < 0) return;  // a stale timer finds nothing to do and stops
-  if (timer_armed_ && timer_->at <= *earliest) return;  // it fires first and re-arms for the rest
-  if (!timer_) {
-    if (!(timer_ = new (std::nothrow) Timer)) {
-      // No memory for the timer: a deadline that cannot be watched ends the
-      // stream, reported from the loop as a failed write is.
-      last_error_ = static_cast<std::int16_t>(ENOMEM);
-      pending_error_ = true;
-      event_active(io(), EV_WRITE, 1);
-      return;
-    }
-    evtimer_assign(&timer_->ev, event_get_base(io()), &Stream::on_timer, this);
+bool Stream::ensure_timer() {
+  if (timer_) return true;
+  if (fd_ < 0) return false;  // closed: nothing to watch
+  if (!(timer_ = new (std::nothrow) Timer)) {
+    // No memory for the timer: a deadline that cannot be watched ends the
+    // stream, reported from the loop as a failed write is.
+    last_error_ = static_cast<std::int16_t>(ENOMEM);
+    pending_error_ = true;
+    event_active(io(), EV_WRITE, 1);
+    return false;
   }
+  evtimer_assign(&timer_->ev, event_get_base(io()), &Stream::on_timer, this);
+  return true;
+}
+
+void Stream::arm_timer() {
+  if (!timer_ || fd_ < 0) return;  // no deadline; or a stale timer finds nothing to do and stops
+  std::optional<Clock::time_point> earliest;
+  if (reading_ && timer_->read_deadline) earliest = *timer_->read_deadline;
+  if (timer_->write_deadline && (!earliest || *timer_->write_deadline < *earliest)) earliest = *timer_->write_deadline;
+  if (!earliest) return;
+  if (timer_armed_ && timer_->at <= *earliest) return;  // it fires first and re-arms for the rest
   timeval tv = to_timeval(*earliest - LoopClock::now());
   event_add(&timer_->ev, &tv);
   timer_armed_ = true;
@@ -164,8 +164,10 @@ void Stream::on_timer(evutil_socket_t, short, void* arg) {
   self->timer_armed_ = false;
   if (self->fd_ < 0) return;
   auto now = LoopClock::now();
-  if (self->reading_ && self->read_deadline_ && now >= *self->read_deadline_) {
-    self->read_deadline_.reset();
+  // The timer exists while it runs: nothing frees it before report().
+  Timer& t = *self->timer_;
+  if (self->reading_ && t.read_deadline && now >= *t.read_deadline) {
+    t.read_deadline.reset();
     self->reading_ = false;
     self->report(timeout | reading);
     // A write deadline still pending must keep its timer: the owner may
@@ -174,13 +176,13 @@ void Stream::on_timer(evutil_socket_t, short, void* arg) {
     return;
   }
   bool waiting_to_write = self->connecting_ || self->output_length() > 0 || self->raw_write_waiting_;
-  if (self->write_deadline_ && waiting_to_write && now >= *self->write_deadline_) {
-    self->write_deadline_.reset();
+  if (t.write_deadline && waiting_to_write && now >= *t.write_deadline) {
+    t.write_deadline.reset();
     self->report(timeout | writing);
     if (self->fd_ >= 0) self->arm_timer();
     return;
   }
-  if (!waiting_to_write) self->write_deadline_.reset();
+  if (!waiting_to_write) t.write_deadline.reset();
   self->arm_timer();
 }
 
@@ -220,7 +222,7 @@ void Stream::handle_io(short what) {
     if (!write_and_notify()) return;
     if (raw_write_waiting_ && output_length() == 0) {
       raw_write_waiting_ = false;
-      write_deadline_.reset();
+      clear_write_deadline();
       if (handler_) handler_->on_stream_drained(*this);
       if (fd_ < 0) return;
     }
@@ -242,7 +244,7 @@ void Stream::finish_connect() {
   }
   connecting_ = false;
   write_ready_ = true;
-  write_deadline_.reset();
+  clear_write_deadline();
   report(connected);
   if (fd_ < 0) return;
   // A producer may have paused while the connect was in progress; if this
@@ -277,7 +279,7 @@ void Stream::do_read() {
       // A short read drained the socket; with edge triggering the next bytes
       // bring a new edge, so no recv is spent just to see EAGAIN.
       if (static_cast<std::size_t>(n) < room && !peer_closed_) read_ready_ = false;
-      if (read_timeout_) read_deadline_ = LoopClock::now() + *read_timeout_;
+      if (read_timeout_) set_read_deadline(LoopClock::now() + *read_timeout_);
       if (handler_) handler_->on_stream_readable(*this);
       continue;
     }
@@ -320,15 +322,13 @@ int Stream::write_out() {
     return n < 0 ? errno : EPIPE;
   }
   if (output_length() == 0) {
-    write_deadline_.reset();
+    clear_write_deadline();
     return 0;
   }
   // The send timeout counts from the last progress: restart it only when
   // this call moved bytes (one clock read per block, not per write).
-  if (write_timeout_ && (wrote || !write_deadline_)) {
-    write_deadline_ = LoopClock::now() + *write_timeout_;
+  if (write_timeout_ && (wrote || !write_deadline()) && set_write_deadline(LoopClock::now() + *write_timeout_))
     arm_timer();
-  }
   return 0;
 }
 
@@ -392,7 +392,7 @@ void Stream::flush() {
 
 void Stream::note_raw_read(bool drained) {
   if (drained) read_ready_ = false;
-  else if (read_timeout_ && reading_) read_deadline_ = LoopClock::now() + *read_timeout_;
+  else if (read_timeout_ && reading_) set_read_deadline(LoopClock::now() + *read_timeout_);
 }
 
 void Stream::report_raw_end(int err) {
@@ -408,15 +408,13 @@ void Stream::report_raw_end(int err) {
 
 void Stream::note_raw_write(bool progress, bool blocked) {
   if (!blocked) {
-    if (progress) write_deadline_.reset();
+    if (progress) clear_write_deadline();
     return;
   }
   write_ready_ = false;
   raw_write_waiting_ = true;
-  if (write_timeout_ && (progress || !write_deadline_)) {
-    write_deadline_ = LoopClock::now() + *write_timeout_;
+  if (write_timeout_ && (progress || !write_deadline()) && set_write_deadline(LoopClock::now() + *write_timeout_))
     arm_timer();
-  }
 }
 
 void Stream::fail_raw_write(int err) {

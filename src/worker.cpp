@@ -38,6 +38,7 @@ Worker::Worker(SharedState& shared, unsigned index, std::shared_ptr<const Config
   drain_deadline_event_ = evtimer_new(base_, &Worker::on_drain_deadline, this);
   idle_timer_ = evtimer_new(base_, &Worker::on_idle_timer, this);
   park_timer_ = evtimer_new(base_, &Worker::on_park_timer, this);
+  trim_timer_ = evtimer_new(base_, &Worker::on_trim_timer, this);
   lot_ = std::make_unique<ParkingLot>(base_, stats_);
   resume_event_ = event_new(base_, -1, 0, &Worker::on_resume, this);
 }
@@ -60,6 +61,7 @@ Worker::~Worker() {
   event_free(drain_deadline_event_);
   event_free(idle_timer_);
   event_free(park_timer_);
+  event_free(trim_timer_);
   lot_.reset();  // before its base goes; no connection is parked any more
   event_free(resume_event_);
   event_base_free(base_);
@@ -204,7 +206,24 @@ void Worker::add_client(std::unique_ptr<ClientConnection> conn) {
 void Worker::publish_client_gauges() noexcept {
   auto idle = static_cast<std::int64_t>(idle_.size());
   stats_.set(0, Gauge::client_idle, idle);
-  stats_.set(0, Gauge::client_active, static_cast<std::int64_t>(client_count()) - idle);
+  auto active = client_count() - idle_.size();
+  stats_.set(0, Gauge::client_active, static_cast<std::int64_t>(active));
+  if (trim_policy_.note_active(busy_clients())) add_timer(trim_timer_, HeapTrimPolicy::kQuiet);
+}
+
+void Worker::on_trim_timer(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  auto now = LoopClock::now();
+  auto wait = self->trim_policy_.check(self->busy_clients(), now);
+  if (!wait) return;
+  if (wait->count() > 0) {
+    add_timer(self->trim_timer_, *wait);
+    return;
+  }
+  spdlog::debug("worker {}: returning free heap pages after a burst of {} active connections", self->index_,
+                self->trim_policy_.peak());
+  trim_heap();
+  self->trim_policy_.trimmed(now);
 }
 
 void Worker::close_all_clients() {

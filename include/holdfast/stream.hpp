@@ -221,12 +221,40 @@ class Stream {
   void arm_timer();
   void raise_error(short direction, int err);
 
-  // The timer and the deadline it is set for, made together when a deadline
-  // is first armed (an idle stream holds neither).
+  // The timer, the deadline it is set for and the stream's two deadlines,
+  // made together when a deadline is first set: an idle stream holds none of
+  // them, and no deadline exists without its timer.
   struct Timer {
     event ev;
     Clock::time_point at;
+    detail::CompactDeadline read_deadline;
+    detail::CompactDeadline write_deadline;
   };
+  // The timer, made if need be; false when the stream is closed, or when
+  // there is no memory for it (the stream then fails, reported from the loop).
+  bool ensure_timer();
+  detail::CompactDeadline read_deadline() const noexcept { return timer_ ? timer_->read_deadline : detail::CompactDeadline{}; }
+  detail::CompactDeadline write_deadline() const noexcept {
+    return timer_ ? timer_->write_deadline : detail::CompactDeadline{};
+  }
+  // Setting a deadline makes the timer (false: it could not be made); the
+  // caller arms it when the deadline may be the earliest.
+  bool set_read_deadline(Clock::time_point t) {
+    if (!ensure_timer()) return false;
+    timer_->read_deadline = t;
+    return true;
+  }
+  bool set_write_deadline(Clock::time_point t) {
+    if (!ensure_timer()) return false;
+    timer_->write_deadline = t;
+    return true;
+  }
+  void clear_read_deadline() noexcept {
+    if (timer_) timer_->read_deadline.reset();
+  }
+  void clear_write_deadline() noexcept {
+    if (timer_) timer_->write_deadline.reset();
+  }
   void free_timer() noexcept {
     if (!timer_) return;
     event_del(&timer_->ev);
@@ -257,13 +285,11 @@ class Stream {
   bool pending_error_ : 1 = false;  // a write error waits to be reported from the loop
   bool raw_input_ : 1 = false;      // a splice pump reads the socket (set_raw_input)
   bool raw_write_waiting_ : 1 = false;  // a splice pump waits for a writable edge
-  std::int16_t last_error_ = 0;  // an errno value; 2 bytes keep the Stream at 80
+  std::int16_t last_error_ = 0;  // an errno value; 2 bytes keep the Stream at 64
   std::uint32_t input_limit_ = kDefaultInputLimit;
   std::uint32_t drain_mark_ = 0;
   detail::CompactTimeout read_timeout_;
   detail::CompactTimeout write_timeout_;
-  detail::CompactDeadline read_deadline_;
-  detail::CompactDeadline write_deadline_;
 };
 
 }  // namespace holdfast

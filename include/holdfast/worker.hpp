@@ -22,6 +22,7 @@
 #include "holdfast/config.hpp"
 #include "holdfast/errors.hpp"
 #include "holdfast/health.hpp"
+#include "holdfast/heap_trim.hpp"
 #include "holdfast/listener.hpp"
 #include "holdfast/router.hpp"
 #include "holdfast/stats.hpp"
@@ -141,6 +142,7 @@ class Worker {
   static void on_drain_deadline(evutil_socket_t, short, void*);
   static void on_idle_timer(evutil_socket_t, short, void*);
   static void on_park_timer(evutil_socket_t, short, void*);
+  static void on_trim_timer(evutil_socket_t, short, void*);
   void arm_park_timer();
   // How long `c` has been idle at `now_ms` (clock_ms).
   static std::chrono::milliseconds idle_for(const ClientConnection* c, std::uint32_t now_ms) noexcept {
@@ -156,6 +158,12 @@ class Worker {
   // Moves conn from the list that holds it to the end of `to` (none: out of all).
   void move_to(ClientConnection* conn, ClientConnection::ClientList to) noexcept;
   std::size_t client_count() const noexcept { return active_.size() + idle_.size() + resume_.size(); }
+  // Client connections reading a request or in an exchange: active ones that are not tunnels.
+  std::size_t busy_clients() const noexcept {
+    auto active = active_.size() + resume_.size();
+    auto tunnels = static_cast<std::size_t>(tunnels_);
+    return active > tunnels ? active - tunnels : 0;
+  }
   void apply_updates();
 
   SharedState& shared_;
@@ -186,6 +194,9 @@ class Worker {
   ClientConnection* park_cursor_ = nullptr;
   event* park_timer_ = nullptr;
   bool park_timer_armed_ = false;
+  // Gives the heap freed after a burst back to the system (heap_trim.hpp).
+  HeapTrimPolicy trim_policy_;
+  event* trim_timer_ = nullptr;
   std::vector<std::unique_ptr<void, void (*)(void*)>> retired_;
   std::vector<std::unique_ptr<void, void (*)(void*)>> reaping_;  // the batch on_reap is deleting
   event* reap_event_ = nullptr;
