@@ -62,17 +62,8 @@ class HeaderList {
   // A parser's pieces: a field name arrives in one or more pieces, then its
   // value in zero or more; `new_field` starts the next field. Inline: they
   // run for every field of every head.
-  void append_name(std::string_view piece, bool new_field) {
-    if (new_field || fields_.empty()) start_field();
-    auto added = append_bytes(piece);
-    auto& name = fields_.back().name;
-    name = join(name, added);
-  }
-  void append_value(std::string_view piece) {
-    auto added = append_bytes(piece);
-    auto& value = fields_.back().value;
-    value = join(value, added);
-  }
+  void append_name(std::string_view piece, bool new_field) { adopt_name(append_bytes(piece), new_field); }
+  void append_value(std::string_view piece) { adopt_value(append_bytes(piece)); }
   // A head parsed in place: its bytes are copied into the store as they
   // arrive (stage), the parser runs over that copy, and the fields become
   // views of it (adopt_*), so that a field line keeps its own bytes, name,
@@ -85,7 +76,7 @@ class HeaderList {
     return at;
   }
   void unstage(std::size_t n) noexcept { size_ -= n; }
-  // Pieces that already lie in the store (staged), in order.
+  // Pieces that already lie in the store (staged, or just appended), in order.
   void adopt_name(std::string_view piece, bool new_field) {
     if (new_field || fields_.empty()) start_field();
     auto& name = fields_.back().name;
