@@ -3,10 +3,37 @@
 #include <algorithm>
 #include <cstring>
 
+#if HOLDFAST_LLHTTP_SSE42
+// llhttp.c's SSE4.2 build, its names suffixed (CMakeLists.txt). It shares
+// llhttp_init's state layout and api.c's callbacks with the baseline build.
+extern "C" int llhttp__internal_execute_sse42(llhttp_t* state, const char* p, const char* endp);
+#endif
+
 namespace holdfast {
 
 namespace {
 HttpParser* self(llhttp_t* p) { return static_cast<HttpParser*>(p->data); }
+
+bool cpu_has_sse42() noexcept {
+#if HOLDFAST_LLHTTP_SSE42
+  // Run before any constructor may have asked: the CPU model is read first.
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("sse4.2");
+#else
+  return false;
+#endif
+}
+// Set while the process starts, before any worker parses; read-only after.
+const bool sse42_available = cpu_has_sse42();
+bool use_sse42 = sse42_available;
+
+// llhttp_execute, through the build of the state machine this CPU runs best.
+llhttp_errno_t run_llhttp(llhttp_t* p, const char* data, std::size_t len) {
+#if HOLDFAST_LLHTTP_SSE42
+  if (use_sse42) return static_cast<llhttp_errno_t>(llhttp__internal_execute_sse42(p, data, data + len));
+#endif
+  return llhttp_execute(p, data, len);
+}
 
 // A head is copied into its field store and parsed there this many bytes at
 // a time, so that of the body bytes that follow a head in the same read at
@@ -32,6 +59,10 @@ const char* invalid_head(bool request, const MessageHead& h, int status_digits) 
   return nullptr;
 }
 }  // namespace
+
+bool llhttp_sse42_available() noexcept { return sse42_available; }
+bool llhttp_sse42_in_use() noexcept { return use_sse42; }
+void llhttp_prefer_sse42(bool prefer) noexcept { use_sse42 = prefer && sse42_available; }
 
 void MessageHead::clear() {
   clear_keeping_staged();
@@ -132,7 +163,7 @@ HttpParser::Result HttpParser::feed(const char* data, std::size_t len) {
       err = execute_head(at, give, used);
     } else {
       pause_ = Pause::none;
-      err = give ? llhttp_execute(&parser_, at, give) : HPE_OK;
+      err = give ? run_llhttp(&parser_, at, give) : HPE_OK;
       if (err == HPE_OK) used = give;
       else if (err == HPE_PAUSED) used = static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - at);
     }
@@ -181,7 +212,7 @@ llhttp_errno_t HttpParser::execute_head(const char* data, std::size_t len, std::
     std::memcpy(copy, data + used, n);
     if (kind_ == Kind::response && !status_counted_) count_status_digits(copy, n);
     pause_ = Pause::none;
-    llhttp_errno_t err = llhttp_execute(&parser_, copy, n);
+    llhttp_errno_t err = run_llhttp(&parser_, copy, n);
     if (err != HPE_OK && err != HPE_PAUSED) {
       store.unstage(n);
       return err;

@@ -49,6 +49,14 @@ class BodySink {
   virtual void on_trailers(HeaderList&& trailers) = 0;
 };
 
+// Which build of llhttp's state machine parses: on x86-64 CPUs with SSE4.2,
+// the one that scans header values 16 bytes at a time (CMakeLists.txt builds
+// both). Chosen once when the process starts; `prefer` lets the unit tests
+// run both builds over the same bytes and is called before any parsing.
+bool llhttp_sse42_available() noexcept;
+bool llhttp_sse42_in_use() noexcept;
+void llhttp_prefer_sse42(bool prefer) noexcept;
+
 class HttpParser {
  public:
   // A client connection's parser lives from a request's first byte to its

@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "holdfast/http1_encode.hpp"
 #include "holdfast/http_message.hpp"
@@ -277,4 +279,57 @@ TEST_CASE("pipelined heads each parse from their own store") {
   CHECK(first.headers[0].value == "a");
   CHECK(p.head().target == "/b");
   CHECK(p.head().headers[0].value == "b");
+}
+
+namespace {
+// What a head parses to, in a form two parsers' results can be compared by.
+std::string outcome(HttpParser::Kind kind, const std::string& bytes) {
+  HttpParser p(kind, 16384);
+  auto r = feed(p, bytes);
+  std::string out = std::to_string(static_cast<int>(r.event)) + "/" + std::to_string(r.consumed);
+  if (r.event == HttpParser::Event::error) return out + " error " + (p.error_reason() ? p.error_reason() : "");
+  for (const auto& f : p.head().headers) out += "|" + std::string(f.name) + "=" + std::string(f.value);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("llhttp's SSE4.2 build parses every head as the baseline build does") {
+  if (!llhttp_sse42_available()) return;  // nothing to compare on this CPU
+  // Values long enough for the 16-byte scan, values that end inside a
+  // 16-byte block, bytes it must stop at (control characters, DEL) and bytes
+  // it must pass (tab, obs-text).
+  const std::string long_value(70, 'v');
+  const std::vector<std::pair<HttpParser::Kind, std::string>> heads = {
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: " + long_value + "\r\n\r\n"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\nX-Tab: a\tb\tc and sixteen more bytes\r\n\r\n"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\nX-Obs: caf\xc3\xa9 \xff\xfe and more than sixteen\r\n\r\n"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\nX-Nul: sixteen bytes then\x01 a control\r\n\r\n"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\nX-Del: sixteen bytes then\x7f a delete\r\n\r\n"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\nX-Lf: sixteen bytes then a bare\nline feed\r\n\r\n"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\nX-Cr: sixteen bytes then a bare\rreturn\r\n\r\n"},
+      {HttpParser::Kind::response,
+       "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 01 Dec 2026 05:58:20 GMT\r\n"
+       "Content-Type: application/octet-stream\r\nContent-Length: 13\r\nETag: \"6b0ddd65-d\"\r\n\r\n"},
+      {HttpParser::Kind::response, "HTTP/1.1 200 OK\r\nX-Long: " + long_value + long_value + "  \r\nContent-Length: 0\r\n\r\n"},
+  };
+  for (const auto& [kind, bytes] : heads) {
+    // Whole, and byte by byte, so that the 16-byte scan also meets the end
+    // of its input.
+    llhttp_prefer_sse42(false);
+    const std::string baseline = outcome(kind, bytes);
+    llhttp_prefer_sse42(true);
+    REQUIRE(llhttp_sse42_in_use());
+    CHECK(outcome(kind, bytes) == baseline);
+    for (std::size_t cut = 1; cut < bytes.size(); cut += 7) {
+      llhttp_prefer_sse42(false);
+      HttpParser a(kind, 16384);
+      auto ra = feed(a, bytes.substr(0, cut));
+      llhttp_prefer_sse42(true);
+      HttpParser b(kind, 16384);
+      auto rb = feed(b, bytes.substr(0, cut));
+      CHECK(static_cast<int>(ra.event) == static_cast<int>(rb.event));
+      CHECK(ra.consumed == rb.consumed);
+    }
+  }
+  llhttp_prefer_sse42(true);
 }
