@@ -128,7 +128,6 @@ void HttpParser::reset() {
   status_counted_ = false;
   url_done_ = false;
   value_started_ = false;
-  last_was_lf_ = false;
   sink_ = nullptr;
   failure_ = Failure::none;
   error_reason_ = nullptr;
@@ -218,12 +217,6 @@ llhttp_errno_t HttpParser::execute_head(const char* data, std::size_t len, std::
       return err;
     }
     const std::size_t took = err == HPE_OK ? n : static_cast<std::size_t>(llhttp_get_error_pos(&parser_) - copy);
-    if (has_folded_line(copy, took)) {
-      failure_ = Failure::bad_message;
-      error_reason_ = "obsolete line folding (obs-fold) in a header field";
-      store.unstage(n);
-      return HPE_USER;
-    }
     used += took;
     if (err == HPE_PAUSED) {
       // What follows the head is not the head's: it leaves the store.
@@ -250,23 +243,6 @@ void HttpParser::count_status_digits(const char* data, std::size_t len) {
 }
 
 void HttpParser::resume_chunked_body(BodySink* sink) { sink_ = sink; }
-
-bool HttpParser::has_folded_line(const char* data, std::size_t len) {
-  // llhttp, even strict, accepts obs-fold and joins the lines. In a head, a
-  // line feed followed by a space or tab can only be a fold (or whitespace
-  // before the first field); RFC 9112 5.2 lets a recipient refuse both, and a
-  // proxy should: folded lines mean different things to different parsers.
-  if (len == 0) return false;
-  if (last_was_lf_ && (data[0] == ' ' || data[0] == '\t')) return true;
-  const char* p = data;
-  const char* end = data + len;
-  while ((p = static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)))) != nullptr) {
-    if (++p == end) break;
-    if (*p == ' ' || *p == '\t') return true;
-  }
-  last_was_lf_ = data[len - 1] == '\n';
-  return false;
-}
 
 int HttpParser::add_field_bytes(std::string& to, const char* at, std::size_t len) {
   to.append(at, len);
@@ -305,9 +281,33 @@ int HttpParser::on_header_value(llhttp_t* p, const char* at, std::size_t len) {
   HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
   s->value_started_ = true;
   if (list.empty()) return -1;
-  if (s->in_head_) list.adopt_value(std::string_view(at, len));
-  else list.append_value(std::string_view(at, len));
+  if (s->in_head_) {
+    if (is_folded(list.back(), at, len)) {
+      s->error_reason_ = "obsolete line folding (obs-fold) in a header field";
+      return -1;
+    }
+    list.adopt_value(std::string_view(at, len));
+  } else {
+    list.append_value(std::string_view(at, len));
+  }
   return 0;
+}
+
+bool HttpParser::is_folded(const HeaderField& field, const char* piece, std::size_t len) noexcept {
+  // llhttp, even strict, accepts obs-fold: it hands the continuation line
+  // over as one more piece of the value. RFC 9112 5.2 lets a recipient refuse
+  // it, and a proxy should: folded lines mean different things to different
+  // parsers. A head is parsed in place (execute_head), so a value's pieces
+  // lie one after the other in the store unless a line break came between:
+  // a piece that does not start where the value so far ends, or, for the
+  // first piece, a line feed between the name and the piece. llhttp hands an
+  // empty value over as an empty piece where the next line starts, so that
+  // one line feed, right before an empty piece, is the line's own end.
+  if (!field.value.empty()) return piece != field.value.data() + field.value.size();
+  const char* end = len == 0 ? piece - 1 : piece;
+  for (const char* c = field.name.data() + field.name.size(); c < end; ++c)
+    if (*c == '\n') return true;
+  return false;
 }
 
 int HttpParser::on_header_value_complete(llhttp_t* p) {

@@ -126,7 +126,7 @@ class HttpParser {
   llhttp_errno_t execute_head(const char* data, std::size_t len, std::size_t& used);
 
   int add_field_bytes(std::string& to, const char* at, std::size_t len);
-  bool has_folded_line(const char* data, std::size_t len);
+  static bool is_folded(const HeaderField& field, const char* piece, std::size_t len) noexcept;
 
   static const llhttp_settings_t* settings();
 
@@ -144,7 +144,6 @@ class HttpParser {
   bool status_counted_ = false;
   bool url_done_ = false;
   bool value_started_ = false;  // a header value is being collected
-  bool last_was_lf_ = false;    // the last head byte seen was a line feed
   MessageHead head_;
   HeaderList trailers_;
   BodySink* sink_ = nullptr;

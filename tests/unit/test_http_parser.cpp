@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -332,4 +333,52 @@ TEST_CASE("llhttp's SSE4.2 build parses every head as the baseline build does") 
     }
   }
   llhttp_prefer_sse42(true);
+}
+
+TEST_CASE("lines forwarded as received sit beside dropped and rewritten ones") {
+  HttpParser p(HttpParser::Kind::response, 16384);
+  auto r = feed(p,
+                "HTTP/1.1 200 OK\r\nServer: s\r\nDate: d\r\nConnection: keep-alive, X-Hop\r\nContent-Length: 4\r\n"
+                "ETag: e  \r\nX-Hop: 1\r\nA:1\r\nB:   2\r\nC: 3\r\nKeep-Alive: timeout=5\r\nD: 4\r\n\r\nbody");
+  REQUIRE(r.event == HttpParser::Event::head_complete);
+  std::string out;
+  append_end_to_end(out, p.head().headers, {"content-length"});
+  // ETag's trailing spaces and B's extra ones are not sent on; the fields
+  // Connection names go, with Connection itself.
+  CHECK(out == "Server: s\r\nDate: d\r\nETag: e\r\nA:1\r\nB: 2\r\nC: 3\r\nD: 4\r\n");
+}
+
+TEST_CASE("a folded line is refused wherever the head is cut") {
+  const std::string folded[] = {
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n folded\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A:\r\n folded\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\t\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A:\r\n \r\nY: 2\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: h\r\nX-A: 1  \r\n  2  \r\n 3\r\n\r\n",
+  };
+  for (const auto& b : folded) {
+    CAPTURE(b);
+    for (std::size_t step : {b.size(), std::size_t{1}, std::size_t{3}, std::size_t{7}}) {
+      HttpParser p(HttpParser::Kind::request, 16384);
+      HttpParser::Result r;
+      for (std::size_t at = 0; at < b.size() && r.event != HttpParser::Event::error; at += step)
+        r = p.feed(b.data() + at, std::min(step, b.size() - at));
+      CHECK(r.event == HttpParser::Event::error);
+      CHECK(p.failure() == HttpParser::Failure::bad_message);
+      CHECK(std::string(p.error_reason()).find("obs-fold") != std::string::npos);
+    }
+  }
+  // The same fields unfolded pass, cut the same ways.
+  const std::string plain = "GET / HTTP/1.1\r\nHost: h\r\nX-A:\r\nX-B: 1  \r\nX-C:  \r\n\r\n";
+  for (std::size_t step : {plain.size(), std::size_t{1}, std::size_t{3}}) {
+    HttpParser p(HttpParser::Kind::request, 16384);
+    HttpParser::Result r;
+    for (std::size_t at = 0; at < plain.size() && r.event == HttpParser::Event::need_more; at += step)
+      r = p.feed(plain.data() + at, std::min(step, plain.size() - at));
+    REQUIRE(r.event == HttpParser::Event::head_complete);
+    REQUIRE(p.head().headers.size() == 4);
+    CHECK(p.head().headers[1].value == "");
+    CHECK(p.head().headers[2].value == "1");
+    CHECK(p.head().headers[3].value == "");
+  }
 }
