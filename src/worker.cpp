@@ -79,6 +79,7 @@ void Worker::join() {
 void Worker::run() {
   running_.store(true, std::memory_order_relaxed);
   lot_->bind_to_thread();
+  LoopClock::set_turn_end_work(&Worker::finish_turn, this);
   // The loop returns -1 when epoll_wait fails with anything but EINTR (a debugger's attach can
   // leak a restart code); that is no reason to drop every client, so it is entered again. It
   // ends for good only when the worker asked it to (loopexit on drain, loopbreak on stop).
@@ -87,6 +88,7 @@ void Worker::run() {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));  // no busy spin if it persists
   }
   running_.store(false, std::memory_order_relaxed);
+  LoopClock::set_turn_end_work(nullptr, nullptr);
   // Whatever is still open when the loop ends (drain timeout) is closed here,
   // on the worker's own thread.
   close_all_clients();
@@ -323,16 +325,30 @@ void Worker::post_resume(ClientConnection* conn) {
   // Only an active connection has an exchange to finish; a closed one
   // (none) is not the worker's any more.
   if (conn->listed_in == ClientConnection::ClientList::active) move_to(conn, ClientConnection::ClientList::resume);
-  event_active(resume_event_, EV_READ, 0);
+  if (!LoopClock::turn_end_pending()) event_active(resume_event_, EV_READ, 0);
 }
 
 void Worker::on_resume(evutil_socket_t, short, void* arg) {
   LoopClock::Turn turn;
-  auto* self = static_cast<Worker*>(arg);
-  while (!self->resume_.empty()) {
-    auto* c = self->resume_.front();
-    self->move_to(c, ClientConnection::ClientList::active);
+  static_cast<Worker*>(arg)->run_resumes();
+}
+
+void Worker::run_resumes() {
+  while (!resume_.empty()) {
+    auto* c = resume_.front();
+    move_to(c, ClientConnection::ClientList::active);
     c->resume_after_exchange();
+  }
+}
+
+void Worker::finish_turn(void* arg) noexcept {
+  // In the order the events used to run them: what the callback retired is
+  // deleted before a resumed connection starts its next exchange. Either
+  // may leave more of the other.
+  auto* self = static_cast<Worker*>(arg);
+  while (!self->retired_.empty() || !self->resume_.empty()) {
+    self->reap();
+    self->run_resumes();
   }
 }
 
@@ -346,6 +362,7 @@ void Worker::remove_client(ClientConnection* conn) {
 }
 
 void Worker::schedule_reaper() {
+  if (LoopClock::turn_end_pending()) return;
   if (!reap_scheduled_) {
     reap_scheduled_ = true;
     event_active(reap_event_, EV_READ, 0);
@@ -355,13 +372,17 @@ void Worker::schedule_reaper() {
 void Worker::on_reap(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   self->reap_scheduled_ = false;
+  self->reap();
+}
+
+void Worker::reap() {
   // Deleting may retire more objects (an exchange hands back its upstream
   // connection): loop until nothing is left.
   // The two lists trade places, so neither gives its capacity back: no
   // allocation per turn.
-  while (!self->retired_.empty()) {
-    self->reaping_.swap(self->retired_);
-    self->reaping_.clear();
+  while (!retired_.empty()) {
+    reaping_.swap(retired_);
+    reaping_.clear();
   }
 }
 

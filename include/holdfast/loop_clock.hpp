@@ -15,6 +15,12 @@
 // milliseconds or more. Outside any Turn (start-up, control and admin paths,
 // tests) now() reads the clock itself, so a forgotten Turn costs speed, never
 // a stale time. Per thread: each worker is one thread with its own loop.
+//
+// The outermost Turn's end is also the one point where a callback's stack
+// has unwound while the loop has not yet gone on: the thread's owner (the
+// worker) registers there the work its callbacks deferred (the next
+// pipelined request, deleting finished objects), which then costs no event
+// of its own per request.
 #pragma once
 
 #include <sys/time.h>
@@ -30,20 +36,37 @@ class LoopClock {
   static clock::time_point now() noexcept { return depth_ > 0 ? at_ : clock::now(); }
 
   // Opened at the top of an event callback; nested Turns (a callback that
-  // runs another's code directly) keep the outermost time.
+  // runs another's code directly) keep the outermost time. The outermost
+  // one, as it closes, runs the thread's turn-end work; that work runs
+  // inside it, so Turns it opens are nested and it does not run again.
+  // Nothing may touch the callback's objects after its Turn has closed.
   class Turn {
    public:
     Turn() noexcept {
       if (depth_++ == 0) at_ = clock::now();
     }
-    ~Turn() { --depth_; }
+    ~Turn() {
+      if (depth_ == 1 && end_work_) end_work_(end_arg_);
+      --depth_;
+    }
     Turn(const Turn&) = delete;
     Turn& operator=(const Turn&) = delete;
   };
 
+  // Set by the thread's owner when its loop starts, cleared when it ends.
+  using EndWork = void (*)(void*) noexcept;
+  static void set_turn_end_work(EndWork work, void* arg) noexcept {
+    end_work_ = work;
+    end_arg_ = arg;
+  }
+  // Whether work left now runs when the current Turn ends.
+  static bool turn_end_pending() noexcept { return depth_ > 0 && end_work_ != nullptr; }
+
  private:
   static inline thread_local clock::time_point at_{};
   static inline thread_local int depth_ = 0;
+  static inline thread_local EndWork end_work_ = nullptr;
+  static inline thread_local void* end_arg_ = nullptr;
 };
 
 // A delay as libevent's timers take it; one already past is 0 (at once).

@@ -98,8 +98,9 @@ class Worker {
   std::uint64_t next_id() noexcept { return (next_id_++ << 8) | index_; }
   bool draining() const noexcept { return draining_; }
 
-  // Destroys `object` on the next loop turn, so that nothing is freed while
-  // one of its own callbacks is still on the stack.
+  // Destroys `object` once the current event callback has returned (at the
+  // end of its LoopClock::Turn, or on the next loop turn outside one), so
+  // that nothing is freed while one of its own callbacks is on the stack.
   template <typename T>
   void defer_delete(std::unique_ptr<T> object) {
     if (!object) return;
@@ -128,8 +129,9 @@ class Worker {
     publish_client_gauges();
   }
 
-  // Runs conn->resume_after_exchange() later in this loop iteration, on a
-  // fresh stack: an exchange never starts the next one from inside itself.
+  // Runs conn->resume_after_exchange() once the current event callback has
+  // returned (as defer_delete), on a stack without the exchange's frames:
+  // an exchange never starts the next one from inside itself.
   void post_resume(ClientConnection* conn);
 
  private:
@@ -138,6 +140,10 @@ class Worker {
   void begin_drain();
   void maybe_finish_drain();
   static void on_reap(evutil_socket_t, short, void*);
+  // The worker's turn-end work (LoopClock::Turn): deletions, then resumes.
+  static void finish_turn(void* arg) noexcept;
+  void reap();
+  void run_resumes();
   static void on_drain_request(evutil_socket_t, short, void*);
   static void on_drain_deadline(evutil_socket_t, short, void*);
   static void on_idle_timer(evutil_socket_t, short, void*);
