@@ -42,18 +42,22 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
 
 void append_end_to_end(std::string& out, const HeaderList& headers, std::initializer_list<std::string_view> skip) {
   // The tokens of the Connection fields are collected once as views; a head
-  // with more of them than fit here falls back to the copied token list.
+  // with more of them than fit here falls back to the copied token list. The
+  // same pass sums the room every field could take.
   constexpr std::size_t kHeld = 8;
   std::string_view held_tokens[kHeld];
   std::size_t held = 0;
   bool spilled = false;
-  for (const auto& h : headers)
+  std::size_t room = 0;
+  for (const auto& h : headers) {
+    room += h.name.size() + h.value.size() + 4;
     if (iequals(h.name, "connection")) {
       for (std::string_view rest = h.value, item; !spilled && next_list_item(rest, item);) {
         if (held < kHeld) held_tokens[held++] = item;
         else spilled = true;
       }
     }
+  }
   std::vector<std::string> tokens;
   if (spilled) tokens = connection_tokens(headers);
   auto named_by_connection = [&](std::string_view name) {
@@ -62,22 +66,31 @@ void append_end_to_end(std::string& out, const HeaderList& headers, std::initial
       if (iequals(held_tokens[i], name)) return true;
     return false;
   };
+  // Most fields are kept, and are known to be without a comparison: bit n
+  // of `compare` is set when a dropped name may be n bytes long (the fixed
+  // hop-by-hop set, the names to skip, the names Connection lists). A name
+  // of 64 bytes or more is always compared.
+  std::uint64_t compare = kFixedHopByHopLengths;
+  auto note = [&](std::string_view name) {
+    if (name.size() < 64) compare |= std::uint64_t{1} << name.size();
+  };
+  for (auto s : skip) note(s);
+  for (std::size_t i = 0; i < held; ++i) note(held_tokens[i]);
+  if (spilled) compare = ~std::uint64_t{0};
+  auto dropped = [&](std::string_view name) {
+    if ((is_fixed_hop_by_hop(name) || (held > 0 && named_by_connection(name))) && !iequals(name, "host")) return true;
+    for (auto s : skip)
+      if (iequals(name, s)) return true;
+    return false;
+  };
   // Room for every field is made once (the unused rest is cut at the end),
   // and the kept fields are copied in through a cursor.
-  std::size_t room = 0;
-  for (const auto& h : headers) room += h.name.size() + h.value.size() + 4;
   const std::size_t start = out.size();
   out.resize(start + room);
   char* p = out.data() + start;
   for (const auto& h : headers) {
-    if ((is_fixed_hop_by_hop(h.name) || (held > 0 && named_by_connection(h.name))) && !iequals(h.name, "host")) continue;
-    bool skipped = false;
-    for (auto s : skip)
-      if (iequals(h.name, s)) {
-        skipped = true;
-        break;
-      }
-    if (skipped) continue;
+    const std::size_t n = h.name.size();
+    if ((n >= 64 || ((compare >> n) & 1) != 0) && dropped(h.name)) continue;
     if (std::size_t line = received_line_length(h)) {
       // Parsed in place: the line's own bytes go as one range.
       std::memcpy(p, h.name.data(), line);

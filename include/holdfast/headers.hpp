@@ -56,6 +56,11 @@ bool is_hop_by_hop(std::string_view name, const std::vector<std::string>& tokens
 
 // The fixed part of that set alone.
 bool is_fixed_hop_by_hop(std::string_view name) noexcept;
+// Bit n is set when a name of the fixed set is n bytes long: a field whose
+// name has none of these lengths is not in it, without a comparison.
+inline constexpr std::uint64_t kFixedHopByHopLengths =
+    (std::uint64_t{1} << 2) | (std::uint64_t{1} << 7) | (std::uint64_t{1} << 10) | (std::uint64_t{1} << 16) |
+    (std::uint64_t{1} << 17);
 
 // Whether the comma-separated `list` holds `token` (case-insensitive).
 bool list_has_token(std::string_view list, std::string_view token) noexcept;

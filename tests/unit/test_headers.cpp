@@ -58,6 +58,9 @@ TEST_CASE("Connection tokens are found in place without being copied") {
     CHECK(is_fixed_hop_by_hop(name));
   for (auto name : {"Host", "TE2", "Content-Length", "Transfer-Encodings", "x-secret", ""})
     CHECK_FALSE(is_fixed_hop_by_hop(name));
+  // The length mask the encoder skips comparisons by covers every name of the set.
+  for (auto name : {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"})
+    CHECK(((kFixedHopByHopLengths >> std::string_view(name).size()) & 1) == 1);
   CHECK(iequals("Content-LENGTH", "content-length"));
   CHECK_FALSE(iequals("content-lengtx", "content-length"));
   CHECK_FALSE(iequals("[", "{"));  // only ASCII letters fold
@@ -149,4 +152,16 @@ TEST_CASE("append_end_to_end copies end-to-end fields exactly and drops hop-by-h
   HeaderList many{{"Connection", "a, b, c, d, e, f, g, h, i, X-Last"}, {"X-Last", "1"}, {"I", "2"}, {"Z", "3"}};
   append_end_to_end(out, many, {});
   CHECK(out == "Z: 3\r\n");
+  // Names of every length up to and past 64, dropped because Connection or
+  // the skip list names them, whatever their case; their neighbours of the
+  // same lengths stay.
+  for (std::size_t n = 1; n < 80; ++n) {
+    std::string named(n, 'n'), skipped(n, 's'), kept(n, 'k');
+    std::string named_upper(n, 'N');
+    HeaderList fields{{"Connection", named}, {named_upper, "1"}, {skipped, "2"}, {kept, "3"}};
+    std::string got;
+    append_end_to_end(got, fields, {skipped});
+    CAPTURE(n);
+    CHECK(got == kept + ": 3\r\n");
+  }
 }
