@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <cstring>
 
 #include "holdfast/client_connection.hpp"
 #include "holdfast/exchange.hpp"
@@ -33,15 +34,22 @@ void ClientConnection::response_policy(std::string& out, bool must_close) {
     out += "Connection: close\r\n";
     return;
   }
-  // to_chars: snprintf's format parsing cost more than the rest of the head.
-  char num[24];
-  out += "Connection: keep-alive\r\nKeep-Alive: timeout=";
-  auto r = std::to_chars(num, num + sizeof num, static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000));
-  out.append(num, r.ptr);
-  out += ", max=";
-  r = std::to_chars(num, num + sizeof num, static_cast<unsigned long long>(cfg.keepalive_requests - served_));
-  out.append(num, r.ptr);
-  out += "\r\n";
+  // Written into one buffer and appended once; to_chars, as snprintf's
+  // format parsing cost more than the rest of the head.
+  static constexpr std::string_view kFront = "Connection: keep-alive\r\nKeep-Alive: timeout=";
+  static constexpr std::string_view kMax = ", max=";
+  char line[kFront.size() + kMax.size() + 2 * 20 + 2];
+  char* p = line;
+  std::memcpy(p, kFront.data(), kFront.size());
+  p += kFront.size();
+  // Each number has 20 bytes of the buffer, room for any 64-bit value.
+  p = std::to_chars(p, p + 20, static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000)).ptr;
+  std::memcpy(p, kMax.data(), kMax.size());
+  p += kMax.size();
+  p = std::to_chars(p, p + 20, static_cast<unsigned long long>(cfg.keepalive_requests - served_)).ptr;
+  *p++ = '\r';
+  *p++ = '\n';
+  out.append(line, static_cast<std::size_t>(p - line));
 }
 
 void ClientConnection::send_interim(const MessageHead& h) {

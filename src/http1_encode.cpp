@@ -176,18 +176,18 @@ std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
       out.append(", ");
     }
   out.append(info.client_ip);
-  out.append("\r\n");
-  append_field(out, "X-Forwarded-Proto", "http");
+  // Fields of fixed text go in as one literal each.
+  out.append("\r\nX-Forwarded-Proto: http\r\n");
   if (host) append_field(out, "X-Forwarded-Host", *host);
-  if (info.via) append_field(out, "Via", "1.1 holdfast");
+  if (info.via) out.append("Via: 1.1 holdfast\r\n");
   if (!info.upgrade.empty()) {
     // Kept for this request only: the hop-by-hop rules hold for every other.
     append_field(out, "Upgrade", info.upgrade);
-    append_field(out, "Connection", "upgrade");
+    out.append("Connection: upgrade\r\n");
   } else {
     // Persistence is the HTTP/1.1 default, but saying so is what makes some
     // backends (Apache httpd) state their idle timeout in Keep-Alive: timeout=.
-    append_field(out, "Connection", "keep-alive");
+    out.append("Connection: keep-alive\r\n");
   }
   if (h.chunked) append_field(out, "Transfer-Encoding", chunked_coding_list(h.headers));
   else if (h.has_content_length) append_field(out, "Content-Length", std::to_string(h.content_length));
