@@ -65,11 +65,12 @@ void ClientConnection::send_head(const MessageHead& h, Framing framing, bool req
   // one response to the next: no allocation per head once it has grown.
   thread_local std::string head;
   head.clear();
-  head.reserve(256 + h.headers.size() * 48);
-  head += "HTTP/1.1 ";
-  char status[16];
-  head.append(status, std::to_chars(status, status + sizeof status, h.status).ptr);
-  head += ' ';
+  head.reserve(256 + h.reason.size() + h.headers.size() * 48);
+  // The status line's fixed part in one append: "HTTP/1.1 ", the code, a space.
+  char status[9 + 12 + 1] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' '};
+  char* p = std::to_chars(status + 9, status + 9 + 12, h.status).ptr;
+  *p++ = ' ';
+  head.append(status, static_cast<std::size_t>(p - status));
   head += h.reason;
   head += "\r\n";
   // A bodiless answer keeps the Content-Length the backend gave (HEAD).
