@@ -280,7 +280,7 @@ int HttpParser::on_header_value(llhttp_t* p, const char* at, std::size_t len) {
   auto* s = self(p);
   HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
   s->value_started_ = true;
-  if (list.empty()) return -1;
+  if (list.empty() || list.back().name.empty()) return s->refuse_empty_name();
   if (s->in_head_) {
     if (is_folded(list.back(), at, len)) {
       s->error_reason_ = "obsolete line folding (obs-fold) in a header field";
@@ -313,11 +313,20 @@ bool HttpParser::is_folded(const HeaderField& field, const char* piece, std::siz
 int HttpParser::on_header_value_complete(llhttp_t* p) {
   auto* s = self(p);
   HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
-  // An empty value produces no on_header_value call; make sure the next
-  // field starts a new entry all the same.
+  // llhttp hands an empty value over as an empty piece; the next field
+  // starts a new entry even if a value came without one.
   s->value_started_ = true;
+  if (list.empty() || list.back().name.empty()) return s->refuse_empty_name();
   list.trim_last_value();
   return 0;
+}
+
+int HttpParser::refuse_empty_name() {
+  // llhttp, even strict, lets a line start with its colon. A field name is a
+  // token of at least one character (RFC 9110 5.1); a field without one would
+  // go on as ": value", and means different things to different parsers.
+  error_reason_ = "field line without a name";
+  return -1;
 }
 
 int HttpParser::on_headers_complete(llhttp_t* p) {

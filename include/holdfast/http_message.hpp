@@ -127,6 +127,7 @@ class HttpParser {
 
   int add_field_bytes(std::string& to, const char* at, std::size_t len);
   static bool is_folded(const HeaderField& field, const char* piece, std::size_t len) noexcept;
+  int refuse_empty_name();
 
   static const llhttp_settings_t* settings();
 

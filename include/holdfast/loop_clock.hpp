@@ -20,7 +20,8 @@
 // has unwound while the loop has not yet gone on: the thread's owner (the
 // worker) registers there the work its callbacks deferred (the next
 // pipelined request, deleting finished objects), which then costs no event
-// of its own per request.
+// of its own per request. That work runs with the Turn's time: a request it
+// starts is stamped when the callback began, microseconds early.
 #pragma once
 
 #include <sys/time.h>

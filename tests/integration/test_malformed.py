@@ -72,6 +72,10 @@ class MalformedRequestTest(h.ProxyTestCase):
     def test_obs_fold(self):
         self.check_refused(b"GET / HTTP/1.1\r\n" + HOST + b"X-Folded: first\r\n second\r\n\r\n", 400)
 
+    def test_field_line_without_a_name(self):
+        # llhttp lets a line start with its colon; a field name is at least one character.
+        self.check_refused(b"GET / HTTP/1.1\r\n" + HOST + b": value\r\n\r\n", 400)
+
     def test_whitespace_before_colon(self):
         self.check_refused(b"GET / HTTP/1.1\r\n" + HOST + b"X-Spaced : value\r\n\r\n", 400)
 

@@ -382,3 +382,48 @@ TEST_CASE("a folded line is refused wherever the head is cut") {
     CHECK(p.head().headers[3].value == "");
   }
 }
+
+TEST_CASE("a field line without a name is refused, in requests, responses and trailers") {
+  const std::pair<HttpParser::Kind, std::string> bad[] = {
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\n: v\r\nHost: h\r\n\r\n"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\n:\r\n\r\n"},
+      {HttpParser::Kind::response, "HTTP/1.1 200 OK\r\n: v\r\nContent-Length: 0\r\n\r\n"},
+  };
+  for (const auto& [kind, b] : bad) {
+    CAPTURE(b);
+    for (std::size_t step : {b.size(), std::size_t{1}, std::size_t{5}}) {
+      HttpParser p(kind, 16384);
+      HttpParser::Result r;
+      for (std::size_t at = 0; at < b.size() && r.event != HttpParser::Event::error; at += step)
+        r = p.feed(b.data() + at, std::min(step, b.size() - at));
+      CHECK(r.event == HttpParser::Event::error);
+      CHECK(p.failure() == HttpParser::Failure::bad_message);
+      CHECK(std::string(p.error_reason()) == "field line without a name");
+    }
+  }
+  // The colon ends one read and the store grows before the value arrives:
+  // nothing may look at the bytes the store held before.
+  std::string first = "GET / HTTP/1.1\r\nHost: h\r\nX-Pad: ";
+  first += std::string(2048 - first.size() - 3, 'a') + "\r\n:";
+  REQUIRE(first.size() == 2048);
+  HttpParser p(HttpParser::Kind::request, 16384);
+  auto r = p.feed(first.data(), first.size());
+  REQUIRE(r.event == HttpParser::Event::need_more);
+  std::string second = " \r\n folded\r\n\r\n";
+  r = p.feed(second.data(), second.size());
+  CHECK(r.event == HttpParser::Event::error);
+  CHECK(std::string(p.error_reason()) == "field line without a name");
+  // A name cut right before its colon is still a name.
+  HttpParser q(HttpParser::Kind::request, 16384);
+  REQUIRE(q.feed("GET / HTTP/1.1\r\nHost: h\r\nX-A", 28).event == HttpParser::Event::need_more);
+  REQUIRE(q.feed(": v\r\n\r\n", 7).event == HttpParser::Event::head_complete);
+  CHECK(q.head().headers[1].name == "X-A");
+  CHECK(q.head().headers[1].value == "v");
+  // In a trailer section too.
+  HttpParser t(HttpParser::Kind::request, 16384);
+  Collect sink;
+  REQUIRE(feed(t, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").event ==
+          HttpParser::Event::head_complete);
+  t.resume_chunked_body(&sink);
+  CHECK(feed(t, "1\r\na\r\n0\r\n: v\r\n\r\n").event == HttpParser::Event::error);
+}

@@ -25,6 +25,10 @@ void record(void* arg) noexcept {
 TEST_CASE("the turn-end work runs once, when the outermost Turn closes, and keeps the Turn's time") {
   Log log;
   CHECK_FALSE(LoopClock::turn_end_pending());
+  // Whatever fails below, no later test finds this work registered.
+  struct Unregister {
+    ~Unregister() { LoopClock::set_turn_end_work(nullptr, nullptr); }
+  } unregister;
   LoopClock::set_turn_end_work(&record, &log);
   CHECK_FALSE(LoopClock::turn_end_pending());  // no Turn open: work goes to the loop's events
   {
