@@ -153,12 +153,14 @@ std::string_view normalized_path(std::string_view target, std::string& scratch) 
   // One pass for the end of the path and for the bytes that would need
   // normalizing (string_view::find_first_of costs a memchr per byte).
   std::size_t end = 0;
-  bool plain = true;
-  for (; end < path.size() && path[end] != '?' && path[end] != '#'; ++end)
-    if (path[end] == '%' || path[end] == '.') plain = false;
+  bool percent = false, dot = false;
+  for (; end < path.size() && path[end] != '?' && path[end] != '#'; ++end) {
+    percent = percent || path[end] == '%';
+    dot = dot || path[end] == '.';
+  }
   path = path.substr(0, end);
   if (path.empty()) return "/";
-  if (plain || (path.find('%') == std::string_view::npos && !has_dot_segment(path))) return path;
+  if (!percent && !(dot && has_dot_segment(path))) return path;
   scratch = normalize_path(path);
   return scratch;
 }

@@ -90,11 +90,12 @@ void Worker::run() {
   running_.store(false, std::memory_order_relaxed);
   LoopClock::set_turn_end_work(nullptr, nullptr);
   // Whatever is still open when the loop ends (drain timeout) is closed here,
-  // on the worker's own thread.
+  // on the worker's own thread. reap(), not clear(): a deletion may retire
+  // more objects while the list is being emptied.
   close_all_clients();
-  retired_.clear();
+  reap();
   current_->close_idle();
-  retired_.clear();
+  reap();
 }
 
 void Worker::request_drain() {
