@@ -2,8 +2,10 @@
 // chunk framing, error answers and the client's Keep-Alive policy.
 #include <spdlog/spdlog.h>
 
+#include <cassert>
 #include <charconv>
 #include <cstring>
+#include <memory>
 
 #include "holdfast/client_connection.hpp"
 #include "holdfast/exchange.hpp"
@@ -14,8 +16,18 @@
 namespace holdfast {
 
 namespace {
-// The response-head scratch string keeps at most this much capacity.
-constexpr std::size_t kKeptHeadCapacity = 8 * 1024;
+constexpr std::string_view kVia = "Via: 1.1 holdfast\r\n";
+constexpr std::string_view kTransferEncoding = "Transfer-Encoding: ";
+// "HTTP/1.1 " and a status code of up to 12 characters and a space.
+constexpr std::size_t kStatusRoom = 9 + 12 + 1;
+// "Content-Length: ", up to 20 digits, CRLF.
+constexpr std::size_t kLengthRoom = 16 + 20 + 2;
+
+// Copies `s` to `p`; returns the end. An empty view may have no data.
+char* put(char* p, std::string_view s) noexcept {
+  if (!s.empty()) std::memcpy(p, s.data(), s.size());
+  return p + s.size();
+}
 }  // namespace
 
 void ClientConnection::queue(const char* data, std::size_t n) {
@@ -23,33 +35,21 @@ void ClientConnection::queue(const char* data, std::size_t n) {
   response_bytes_ += n;
 }
 
-void ClientConnection::response_policy(std::string& out, bool must_close) {
+char* ClientConnection::write_response_policy(char* p, bool must_close) {
   const auto& cfg = worker_.config().client;
   // A client that shut down its sending side gets its pipelined requests
   // answered; the last of them closes.
   bool last_input = input_closed_ && stream_.input_length() == 0;
   if (must_close || !request_keep_alive_ || served_ >= cfg.keepalive_requests || worker_.draining() || last_input)
     close_after_response_ = true;
-  if (close_after_response_) {
-    out += "Connection: close\r\n";
-    return;
-  }
-  // Written into one buffer and appended once; to_chars, as snprintf's
-  // format parsing cost more than the rest of the head.
-  static constexpr std::string_view kFront = "Connection: keep-alive\r\nKeep-Alive: timeout=";
-  static constexpr std::string_view kMax = ", max=";
-  char line[kFront.size() + kMax.size() + 2 * 20 + 2];
-  char* p = line;
-  std::memcpy(p, kFront.data(), kFront.size());
-  p += kFront.size();
-  // Each number has 20 bytes of the buffer, room for any 64-bit value.
+  if (close_after_response_) return put(p, "Connection: close\r\n");
+  // to_chars, as snprintf's format parsing cost more than the rest of the
+  // head. Each number has 20 bytes of room, enough for any 64-bit value.
+  p = put(p, "Connection: keep-alive\r\nKeep-Alive: timeout=");
   p = std::to_chars(p, p + 20, static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000)).ptr;
-  std::memcpy(p, kMax.data(), kMax.size());
-  p += kMax.size();
+  p = put(p, ", max=");
   p = std::to_chars(p, p + 20, static_cast<unsigned long long>(cfg.keepalive_requests - served_)).ptr;
-  *p++ = '\r';
-  *p++ = '\n';
-  out.append(line, static_cast<std::size_t>(p - line));
+  return put(p, "\r\n");
 }
 
 void ClientConnection::send_interim(const MessageHead& h) {
@@ -61,33 +61,58 @@ void ClientConnection::send_interim(const MessageHead& h) {
 
 void ClientConnection::send_head(const MessageHead& h, Framing framing, bool request_complete) {
   response_chunked_ = framing == Framing::unknown && request_http11_;
-  // Built in one string per worker thread, reused (its capacity kept) from
-  // one response to the next: no allocation per head once it has grown.
-  thread_local std::string head;
-  head.clear();
-  head.reserve(256 + h.reason.size() + h.headers.size() * 48);
-  // The status line's fixed part in one append: "HTTP/1.1 ", the code, a space.
-  char status[9 + 12 + 1] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' '};
-  char* p = std::to_chars(status + 9, status + 9 + 12, h.status).ptr;
+  const bool via = worker_.config().via.client;
+  std::string te;
+  if (response_chunked_) te = chunked_coding_list(h.headers);
+  // Written straight into the client's output: room for the longest form
+  // of the head is reserved once, and what it does not use is given back.
+  const std::size_t room = kStatusRoom + h.reason.size() + 2 + end_to_end_room(h.headers) + (via ? kVia.size() : 0) +
+                           kLengthRoom + kTransferEncoding.size() + te.size() + 2 + kPolicyRoom + 2;
+  evbuffer* out = stream_.output();
+  evbuffer_iovec vec;
+  std::unique_ptr<char[]> spare;
+  char* start;
+  if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(room), &vec, 1) == 1 && vec.iov_len >= room) {
+    start = static_cast<char*>(vec.iov_base);
+  } else {
+    // No room could be reserved (out of memory): built aside, added as data.
+    spare.reset(new char[room]);
+    start = spare.get();
+  }
+  // The status line's fixed part: "HTTP/1.1 ", the code, a space.
+  char* p = put(start, "HTTP/1.1 ");
+  p = std::to_chars(p, p + 12, h.status).ptr;
   *p++ = ' ';
-  head.append(status, static_cast<std::size_t>(p - status));
-  head += h.reason;
-  head += "\r\n";
+  p = put(p, h.reason);
+  p = put(p, "\r\n");
   // A bodiless answer keeps the Content-Length the backend gave (HEAD).
-  if (framing == Framing::none) append_end_to_end(head, h.headers, {});
-  else append_end_to_end(head, h.headers, {"content-length"});
-  if (worker_.config().via.client) append_field(head, "Via", "1.1 holdfast");
-  if (framing == Framing::length) append_field(head, "Content-Length", std::to_string(h.content_length));
-  else if (response_chunked_) append_field(head, "Transfer-Encoding", chunked_coding_list(h.headers));
+  if (framing == Framing::none) p = write_end_to_end(p, h.headers, {});
+  else p = write_end_to_end(p, h.headers, {"content-length"});
+  if (via) p = put(p, kVia);
+  if (framing == Framing::length) {
+    p = put(p, "Content-Length: ");
+    p = std::to_chars(p, p + 20, h.content_length).ptr;
+    p = put(p, "\r\n");
+  } else if (response_chunked_) {
+    p = put(p, kTransferEncoding);
+    p = put(p, te);
+    p = put(p, "\r\n");
+  }
   // An HTTP/1.0 client learns the end of an unknown-length body from the
   // close; and a request body not read to its end keeps the connection only
   // if holdfast can read and drop the rest of it afterwards.
-  response_policy(head, (framing == Framing::unknown && !request_http11_) ||
-                            (!request_complete && !can_discard_request_body()));
-  head += "\r\n";
-  queue(head.data(), head.size());
-  // A head of unusual size does not stay with the thread.
-  if (head.capacity() > kKeptHeadCapacity) std::string().swap(head);
+  p = write_response_policy(p, (framing == Framing::unknown && !request_http11_) ||
+                                   (!request_complete && !can_discard_request_body()));
+  p = put(p, "\r\n");
+  const auto n = static_cast<std::size_t>(p - start);
+  assert(n <= room);
+  if (spare) {
+    queue(start, n);
+    return;
+  }
+  vec.iov_len = n;
+  evbuffer_commit_space(out, &vec, 1);
+  response_bytes_ += n;
 }
 
 void ClientConnection::send_data(evbuffer* from, std::size_t n) {
@@ -118,8 +143,8 @@ void ClientConnection::end(const HeaderList& trailers) {
 
 void ClientConnection::send_error(int status, std::string_view text, bool request_complete) {
   // A request whose body was not read to its end leaves the framing in doubt.
-  std::string policy;
-  response_policy(policy, !request_complete);
+  char line[kPolicyRoom];
+  std::string policy(line, static_cast<std::size_t>(write_response_policy(line, !request_complete) - line));
   auto page = error_response(status, text, policy, request_head_);
   queue(page.data(), page.size());
 }

@@ -1,5 +1,7 @@
 #include "holdfast/http1_encode.hpp"
 
+#include <cassert>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 
@@ -40,18 +42,21 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
   *p = '\n';
 }
 
-void append_end_to_end(std::string& out, const HeaderList& headers, std::initializer_list<std::string_view> skip) {
+std::size_t end_to_end_room(const HeaderList& headers) noexcept {
+  std::size_t room = 0;
+  for (const auto& h : headers) room += h.name.size() + h.value.size() + 4;
+  return room;
+}
+
+char* write_end_to_end(char* p, const HeaderList& headers, std::initializer_list<std::string_view> skip) {
   // The tokens of the Connection fields are collected once as views; a head
-  // with more of them than fit here falls back to the copied token list. The
-  // same pass sums the room every field could take.
+  // with more of them than fit here falls back to the copied token list.
   constexpr std::size_t kHeld = 8;
   std::string_view held_tokens[kHeld];
   std::size_t held = 0;
   bool spilled = false;
-  std::size_t room = 0;
   for (const auto& h : headers) {
-    room += h.name.size() + h.value.size() + 4;
-    if (iequals(h.name, "connection")) {
+    if (h.name.size() == 10 && iequals(h.name, "connection")) {
       for (std::string_view rest = h.value, item; !spilled && next_list_item(rest, item);) {
         if (held < kHeld) held_tokens[held++] = item;
         else spilled = true;
@@ -83,11 +88,6 @@ void append_end_to_end(std::string& out, const HeaderList& headers, std::initial
       if (iequals(name, s)) return true;
     return false;
   };
-  // Room for every field is made once (the unused rest is cut at the end),
-  // and the kept fields are copied in through a cursor.
-  const std::size_t start = out.size();
-  out.resize(start + room);
-  char* p = out.data() + start;
   for (const auto& h : headers) {
     const std::size_t n = h.name.size();
     if ((n >= 64 || ((compare >> n) & 1) != 0) && dropped(h.name)) continue;
@@ -104,6 +104,15 @@ void append_end_to_end(std::string& out, const HeaderList& headers, std::initial
     *p++ = '\r';
     *p++ = '\n';
   }
+  return p;
+}
+
+void append_end_to_end(std::string& out, const HeaderList& headers, std::initializer_list<std::string_view> skip) {
+  // Room for every field is made once (the unused rest is cut at the end),
+  // and the kept fields are copied in through a cursor.
+  const std::size_t start = out.size();
+  out.resize(start + end_to_end_room(headers));
+  char* p = write_end_to_end(out.data() + start, headers, skip);
   out.resize(static_cast<std::size_t>(p - out.data()));
 }
 
@@ -157,41 +166,75 @@ const std::string_view* allowed_upgrade(const MessageHead& h, const std::vector<
 }
 
 std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
+  // One pass finds Host and sizes the X-Forwarded-For chain so far; the head
+  // is then written through a cursor into a string sized once for its
+  // longest form, and cut to what was written.
+  const std::string_view* host = nullptr;
+  std::size_t chain = 0;
+  for (const auto& f : h.headers) {
+    if (!host && iequals(f.name, "host")) host = &f.value;
+    else if (iequals(f.name, "x-forwarded-for") && !f.value.empty()) chain += f.value.size() + 2;
+  }
+  static constexpr std::string_view kProto = "\r\nX-Forwarded-Proto: http\r\n";
+  static constexpr std::string_view kVia = "Via: 1.1 holdfast\r\n";
+  static constexpr std::string_view kKeepAlive = "Connection: keep-alive\r\n";
+  static constexpr std::string_view kUpgrade = "Connection: upgrade\r\n";
+  std::string te;
+  if (h.chunked) te = chunked_coding_list(h.headers);
+  const std::size_t room = h.method.size() + 1 + h.target.size() + 11 + end_to_end_room(h.headers) +
+                           (host ? 20 + host->size() : 8 + info.default_host.size()) + 17 + chain +
+                           info.client_ip.size() + kProto.size() + kVia.size() + 11 + info.upgrade.size() +
+                           kKeepAlive.size() + 21 + te.size() + 20 + 2;
   std::string out;
-  out.reserve(256 + h.target.size() + h.headers.size() * 48);
-  out.append(h.method);
-  out.push_back(' ');
-  out.append(h.target);
-  out.append(" HTTP/1.1\r\n");
-  append_end_to_end(out, h.headers, {"content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"});
-
-  const std::string_view* host = find_header(h.headers, "host");
-  if (!host) append_field(out, "Host", info.default_host);
+  out.resize(room);
+  char* const start = out.data();
+  auto put = [](char* p, std::string_view v) {
+    if (!v.empty()) std::memcpy(p, v.data(), v.size());
+    return p + v.size();
+  };
+  auto field = [&](char* p, std::string_view name, std::string_view value) {
+    p = put(p, name);
+    p = put(p, ": ");
+    p = put(p, value);
+    return put(p, "\r\n");
+  };
+  char* p = put(start, h.method);
+  *p++ = ' ';
+  p = put(p, h.target);
+  p = put(p, " HTTP/1.1\r\n");
+  p = write_end_to_end(p, h.headers, {"content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"});
+  if (!host) p = field(p, "Host", info.default_host);
   // X-Forwarded-For: the chain so far, then the address holdfast saw.
-  // Written in place: no string of its own.
-  out.append("X-Forwarded-For: ");
-  for (const auto& f : h.headers)
-    if (iequals(f.name, "x-forwarded-for") && !f.value.empty()) {
-      out.append(f.value);
-      out.append(", ");
-    }
-  out.append(info.client_ip);
-  // Fields of fixed text go in as one literal each.
-  out.append("\r\nX-Forwarded-Proto: http\r\n");
-  if (host) append_field(out, "X-Forwarded-Host", *host);
-  if (info.via) out.append("Via: 1.1 holdfast\r\n");
+  p = put(p, "X-Forwarded-For: ");
+  if (chain != 0)
+    for (const auto& f : h.headers)
+      if (iequals(f.name, "x-forwarded-for") && !f.value.empty()) {
+        p = put(p, f.value);
+        p = put(p, ", ");
+      }
+  p = put(p, info.client_ip);
+  p = put(p, kProto);
+  if (host) p = field(p, "X-Forwarded-Host", *host);
+  if (info.via) p = put(p, kVia);
   if (!info.upgrade.empty()) {
     // Kept for this request only: the hop-by-hop rules hold for every other.
-    append_field(out, "Upgrade", info.upgrade);
-    out.append("Connection: upgrade\r\n");
+    p = field(p, "Upgrade", info.upgrade);
+    p = put(p, kUpgrade);
   } else {
     // Persistence is the HTTP/1.1 default, but saying so is what makes some
     // backends (Apache httpd) state their idle timeout in Keep-Alive: timeout=.
-    out.append("Connection: keep-alive\r\n");
+    p = put(p, kKeepAlive);
   }
-  if (h.chunked) append_field(out, "Transfer-Encoding", chunked_coding_list(h.headers));
-  else if (h.has_content_length) append_field(out, "Content-Length", std::to_string(h.content_length));
-  out.append("\r\n");
+  if (h.chunked) {
+    p = field(p, "Transfer-Encoding", te);
+  } else if (h.has_content_length) {
+    p = put(p, "Content-Length: ");
+    p = std::to_chars(p, p + 20, h.content_length).ptr;
+    p = put(p, "\r\n");
+  }
+  p = put(p, "\r\n");
+  assert(static_cast<std::size_t>(p - start) <= room);
+  out.resize(static_cast<std::size_t>(p - start));
   return out;
 }
 

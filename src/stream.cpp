@@ -301,11 +301,14 @@ void Stream::do_read() {
 
 int Stream::write_out() {
   bool wrote = false;
-  while (output_length() > 0) {
+  // The bytes left are counted here, not asked of the buffer after each send.
+  std::size_t left = output_length();
+  while (left > 0) {
     std::size_t offered = 0;
-    ssize_t n = send_some(offered);
+    ssize_t n = send_some(left, offered);
     if (n > 0) {
       wrote = true;
+      left -= static_cast<std::size_t>(n);
       // A short write filled the socket buffer (the kernel then owes a
       // write edge, as nginx relies on): no send is spent just to see EAGAIN.
       if (static_cast<std::size_t>(n) < offered) {
@@ -321,7 +324,7 @@ int Stream::write_out() {
     }
     return n < 0 ? errno : EPIPE;
   }
-  if (output_length() == 0) {
+  if (left == 0) {
     clear_write_deadline();
     return 0;
   }
@@ -332,7 +335,7 @@ int Stream::write_out() {
   return 0;
 }
 
-ssize_t Stream::send_some(std::size_t& offered) {
+ssize_t Stream::send_some(std::size_t total, std::size_t& offered) {
   // One buffer goes out with send(); a head and a small body held in separate
   // chains are gathered on the stack first, so that they leave in one write
   // and one TCP segment; anything larger goes as one sendmsg of the chains.
@@ -340,7 +343,6 @@ ssize_t Stream::send_some(std::size_t& offered) {
   evbuffer_iovec vec[kMaxIovecs];
   int chains = evbuffer_peek(output_, -1, nullptr, vec, kMaxIovecs);
   if (chains <= 0) return 0;
-  std::size_t total = output_length();
   ssize_t n;
   if (chains == 1) {
     offered = vec[0].iov_len;

@@ -163,8 +163,10 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   void start_discarding(std::optional<std::uint64_t> left);
   void discard_request_body();
   // Connection and Keep-Alive fields for the answer now being written; also
-  // decides whether the connection closes after it. Appended to `out`.
-  void response_policy(std::string& out, bool must_close);
+  // decides whether the connection closes after it. Written at `p`, which
+  // has kPolicyRoom bytes of room; returns where they end.
+  static constexpr std::size_t kPolicyRoom = 96;
+  char* write_response_policy(char* p, bool must_close);
   void queue(const char* data, std::size_t n);
 
   // Every byte here is paid once per idle keep-alive connection: what only

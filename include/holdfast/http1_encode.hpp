@@ -20,6 +20,11 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
 // in `skip` (fields the caller writes itself). Host is never dropped by a
 // Connection token: routing used it and the backend must see it.
 void append_end_to_end(std::string& out, const HeaderList& headers, std::initializer_list<std::string_view> skip);
+// The same fields written at `p`, which must have end_to_end_room(headers)
+// bytes of room; returns where they end. For a head written straight into
+// an output buffer.
+std::size_t end_to_end_room(const HeaderList& headers) noexcept;
+char* write_end_to_end(char* p, const HeaderList& headers, std::initializer_list<std::string_view> skip);
 
 void append_chunk_header(std::string& out, std::size_t len);
 void add_chunk_header(evbuffer* out, std::size_t len);

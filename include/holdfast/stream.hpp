@@ -212,7 +212,7 @@ class Stream {
   // One send of what output() holds (all of it when the socket takes it):
   // bytes sent (drained from output()) or -1 with errno; `offered` is what
   // the call tried to send.
-  ssize_t send_some(std::size_t& offered);
+  ssize_t send_some(std::size_t total, std::size_t& offered);
   // From the loop only: writes, then tells the handler when the output fell
   // to the drain mark. False when the stream failed or was closed meanwhile.
   bool write_and_notify();
