@@ -94,7 +94,6 @@ const llhttp_settings_t* HttpParser::settings() {
     t.on_status = &HttpParser::on_status;
     t.on_header_field = &HttpParser::on_header_field;
     t.on_header_value = &HttpParser::on_header_value;
-    t.on_header_value_complete = &HttpParser::on_header_value_complete;
     t.on_url_complete = &HttpParser::on_url_complete;
     t.on_headers_complete = &HttpParser::on_headers_complete;
     t.on_body = &HttpParser::on_body;
@@ -277,6 +276,11 @@ int HttpParser::on_header_field(llhttp_t* p, const char* at, std::size_t len) {
 }
 
 int HttpParser::on_header_value(llhttp_t* p, const char* at, std::size_t len) {
+  // llhttp hands every value over, an empty one as one empty piece where the
+  // next line starts, so a field line always reaches this callback: the
+  // nameless-field check is made here, and the next name starts a new field.
+  // The whitespace around each value is removed once the section ends
+  // (trim_values), which spares a callback per field.
   auto* s = self(p);
   HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
   s->value_started_ = true;
@@ -310,17 +314,6 @@ bool HttpParser::is_folded(const HeaderField& field, const char* piece, std::siz
   return false;
 }
 
-int HttpParser::on_header_value_complete(llhttp_t* p) {
-  auto* s = self(p);
-  HeaderList& list = s->in_head_ ? s->head_.headers : s->trailers_;
-  // llhttp hands an empty value over as an empty piece; the next field
-  // starts a new entry even if a value came without one.
-  s->value_started_ = true;
-  if (list.empty() || list.back().name.empty()) return s->refuse_empty_name();
-  list.trim_last_value();
-  return 0;
-}
-
 int HttpParser::refuse_empty_name() {
   // llhttp, even strict, lets a line start with its colon. A field name is a
   // token of at least one character (RFC 9110 5.1); a field without one would
@@ -332,6 +325,7 @@ int HttpParser::refuse_empty_name() {
 int HttpParser::on_headers_complete(llhttp_t* p) {
   auto* s = self(p);
   auto& h = s->head_;
+  h.headers.trim_values();
   if (s->kind_ == Kind::request) h.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
   else h.status = p->status_code;
   h.version_major = p->http_major;
@@ -371,6 +365,7 @@ int HttpParser::on_chunk_header(llhttp_t* p) {
 int HttpParser::on_message_complete(llhttp_t* p) {
   auto* s = self(p);
   s->pause_ = Pause::message_end;
+  s->trailers_.trim_values();
   if (s->sink_ && !s->trailers_.empty()) s->sink_->on_trailers(std::move(s->trailers_));
   s->trailers_.clear();
   return HPE_PAUSED;

@@ -88,11 +88,9 @@ class HeaderList {
   }
   // Empties the list of fields, keeping the staged bytes.
   void clear_fields() noexcept { fields_.clear(); }
-  // Removes the whitespace around the last field's value (RFC 9110 5.5).
-  void trim_last_value() noexcept {
-    if (fields_.empty()) return;
-    auto& v = fields_.back().value;
-    v = trim_ows(v);
+  // Removes the whitespace around every field's value (RFC 9110 5.5).
+  void trim_values() noexcept {
+    for (auto& f : fields_) f.value = trim_ows(f.value);
   }
 
  private:

@@ -110,7 +110,6 @@ class HttpParser {
   static int on_status(llhttp_t*, const char*, std::size_t);
   static int on_header_field(llhttp_t*, const char*, std::size_t);
   static int on_header_value(llhttp_t*, const char*, std::size_t);
-  static int on_header_value_complete(llhttp_t*);
   static int on_url_complete(llhttp_t*);
   static int on_headers_complete(llhttp_t*);
   static int on_body(llhttp_t*, const char*, std::size_t);

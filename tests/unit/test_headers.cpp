@@ -105,7 +105,7 @@ TEST_CASE("HeaderList keeps its fields valid across growth, copies and moves") {
   h.append_name("One", false);
   h.append_value("  a");
   h.append_value("b \t");
-  h.trim_last_value();
+  h.trim_values();
   h.append_name("X-Two", true);
   h.append_value(long_value);
   h.add("Empty", "");

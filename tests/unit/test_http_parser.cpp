@@ -66,6 +66,46 @@ TEST_CASE("chunked bodies are decoded with extensions and trailers") {
   CHECK(sink.trailers[0].name == "X-Sum");
 }
 
+TEST_CASE("whitespace around values is removed in heads and trailer sections, however they are cut") {
+  std::string head = "POST / HTTP/1.1\r\nHost: h \t\r\nX-A:\t a b  \r\nX-E:  \r\nTransfer-Encoding: chunked\r\n\r\n";
+  std::string body = "1\r\nx\r\n0\r\nX-Sum:  9 \t\r\nX-E: \r\nX-Last:z\r\n\r\n";
+  for (std::size_t step : {std::size_t{1}, std::size_t{3}, head.size() + body.size()}) {
+    CAPTURE(step);
+    HttpParser p(HttpParser::Kind::request, 16384);
+    std::string all = head + body;
+    HttpParser::Result r;
+    std::size_t at = 0;
+    for (; at < head.size(); at += r.consumed) {
+      r = p.feed(all.data() + at, std::min(step, all.size() - at));
+      if (r.event == HttpParser::Event::head_complete) {
+        at += r.consumed;
+        break;
+      }
+      REQUIRE(r.event == HttpParser::Event::need_more);
+    }
+    REQUIRE(r.event == HttpParser::Event::head_complete);
+    REQUIRE(at == head.size());
+    const auto& h = p.head().headers;
+    REQUIRE(h.size() == 4);
+    CHECK(h[0].value == "h");
+    CHECK(h[1].value == "a b");
+    CHECK(h[2].value.empty());
+    Collect sink;
+    p.resume_chunked_body(&sink);
+    while (at < all.size()) {
+      r = p.feed(all.data() + at, std::min(step, all.size() - at));
+      at += r.consumed;
+      if (r.event == HttpParser::Event::message_complete) break;
+      REQUIRE(r.event == HttpParser::Event::need_more);
+    }
+    CHECK(r.event == HttpParser::Event::message_complete);
+    REQUIRE(sink.trailers.size() == 3);
+    CHECK(sink.trailers[0].value == "9");
+    CHECK(sink.trailers[1].value.empty());
+    CHECK(sink.trailers[2].value == "z");
+  }
+}
+
 TEST_CASE("strict parsing refuses smuggling shapes") {
   const char* bad[] = {
       "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
