@@ -60,6 +60,89 @@ const char* invalid_head(bool request, const MessageHead& h, int status_digits) 
 }
 }  // namespace
 
+#if HOLDFAST_LLHTTP_SSE42
+// llhttp.c's SSE4.2 build calls these in place of api.c's llhttp__on_*
+// (CMakeLists.txt renames them). api.c looks each callback up in the
+// settings table and skips an empty one; every HttpParser uses one table
+// (settings()), so here the callbacks it names are called directly and the
+// rest do nothing. The results are api.c's: a span callback's -1 becomes
+// HPE_USER with api.c's reason. The unit test that runs both builds over the
+// same heads covers this too.
+struct LlhttpHooks {
+  static int span(llhttp_t* p, int err, const char* name) {
+    if (err != -1) return err;
+    llhttp_set_error_reason(p, name);
+    return HPE_USER;
+  }
+  static int message_begin(llhttp_t* p) { return HttpParser::on_message_begin(p); }
+  static int url(llhttp_t* p, const char* at, const char* end) {
+    return span(p, HttpParser::on_url(p, at, static_cast<std::size_t>(end - at)), "Span callback error in on_url");
+  }
+  static int url_complete(llhttp_t* p) { return HttpParser::on_url_complete(p); }
+  static int status(llhttp_t* p, const char* at, const char* end) {
+    return span(p, HttpParser::on_status(p, at, static_cast<std::size_t>(end - at)),
+                "Span callback error in on_status");
+  }
+  static int header_field(llhttp_t* p, const char* at, const char* end) {
+    return span(p, HttpParser::on_header_field(p, at, static_cast<std::size_t>(end - at)),
+                "Span callback error in on_header_field");
+  }
+  static int header_value(llhttp_t* p, const char* at, const char* end) {
+    return span(p, HttpParser::on_header_value(p, at, static_cast<std::size_t>(end - at)),
+                "Span callback error in on_header_value");
+  }
+  static int headers_complete(llhttp_t* p) { return HttpParser::on_headers_complete(p); }
+  static int message_complete(llhttp_t* p) { return HttpParser::on_message_complete(p); }
+  static int body(llhttp_t* p, const char* at, const char* end) {
+    return span(p, HttpParser::on_body(p, at, static_cast<std::size_t>(end - at)), "Span callback error in on_body");
+  }
+  static int chunk_header(llhttp_t* p) { return HttpParser::on_chunk_header(p); }
+};
+
+extern "C" {
+int holdfast_llhttp_sse42_on_message_begin(llhttp_t* p, const char*, const char*) {
+  return LlhttpHooks::message_begin(p);
+}
+int holdfast_llhttp_sse42_on_url(llhttp_t* p, const char* at, const char* end) { return LlhttpHooks::url(p, at, end); }
+int holdfast_llhttp_sse42_on_url_complete(llhttp_t* p, const char*, const char*) {
+  return LlhttpHooks::url_complete(p);
+}
+int holdfast_llhttp_sse42_on_status(llhttp_t* p, const char* at, const char* end) {
+  return LlhttpHooks::status(p, at, end);
+}
+int holdfast_llhttp_sse42_on_header_field(llhttp_t* p, const char* at, const char* end) {
+  return LlhttpHooks::header_field(p, at, end);
+}
+int holdfast_llhttp_sse42_on_header_value(llhttp_t* p, const char* at, const char* end) {
+  return LlhttpHooks::header_value(p, at, end);
+}
+int holdfast_llhttp_sse42_on_headers_complete(llhttp_t* p, const char*, const char*) {
+  return LlhttpHooks::headers_complete(p);
+}
+int holdfast_llhttp_sse42_on_message_complete(llhttp_t* p, const char*, const char*) {
+  return LlhttpHooks::message_complete(p);
+}
+int holdfast_llhttp_sse42_on_body(llhttp_t* p, const char* at, const char* end) { return LlhttpHooks::body(p, at, end); }
+int holdfast_llhttp_sse42_on_chunk_header(llhttp_t* p, const char*, const char*) {
+  return LlhttpHooks::chunk_header(p);
+}
+// Callbacks the settings table leaves empty.
+int holdfast_llhttp_sse42_on_status_complete(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_method(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_method_complete(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_version(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_version_complete(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_header_field_complete(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_header_value_complete(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_chunk_extension_name(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_chunk_extension_name_complete(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_chunk_extension_value(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_chunk_extension_value_complete(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_chunk_complete(llhttp_t*, const char*, const char*) { return 0; }
+int holdfast_llhttp_sse42_on_reset(llhttp_t*, const char*, const char*) { return 0; }
+}
+#endif
+
 bool llhttp_sse42_available() noexcept { return sse42_available; }
 bool llhttp_sse42_in_use() noexcept { return use_sse42; }
 void llhttp_prefer_sse42(bool prefer) noexcept { use_sse42 = prefer && sse42_available; }

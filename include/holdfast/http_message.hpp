@@ -105,6 +105,8 @@ class HttpParser {
   std::size_t head_bytes() const { return head_bytes_; }
 
  private:
+  // The SSE4.2 build's callback hooks (http_message.cpp) call the callbacks below.
+  friend struct LlhttpHooks;
   static int on_message_begin(llhttp_t*);
   static int on_url(llhttp_t*, const char*, std::size_t);
   static int on_status(llhttp_t*, const char*, std::size_t);

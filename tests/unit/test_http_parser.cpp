@@ -408,6 +408,81 @@ TEST_CASE("llhttp's SSE4.2 build parses every head as the baseline build does") 
   llhttp_prefer_sse42(true);
 }
 
+namespace {
+// Everything one message makes the parser report, fed `step` bytes at a
+// time: the head, the decoded chunked body and its trailers, and how it ended.
+std::string message_outcome(HttpParser::Kind kind, const std::string& bytes, std::size_t step) {
+  HttpParser p(kind, 16384);
+  Collect sink;
+  std::string out;
+  HttpParser::Result r;
+  bool body = false;
+  for (std::size_t at = 0; at < bytes.size();) {
+    r = p.feed(bytes.data() + at, std::min(step, bytes.size() - at));
+    at += r.consumed;
+    if (r.event == HttpParser::Event::error) {
+      out += "error@" + std::to_string(at) + " " + std::to_string(static_cast<int>(p.failure())) + " " +
+             (p.error_reason() ? p.error_reason() : "");
+      break;
+    }
+    if (r.event == HttpParser::Event::head_complete) {
+      const auto& h = p.head();
+      out += "head@" + std::to_string(at) + " " + h.method + " " + h.target + " " + std::to_string(h.status) + " " +
+             h.reason + " " + std::to_string(h.version_major) + "." + std::to_string(h.version_minor) +
+             (h.keep_alive ? " ka" : " close") + (h.chunked ? " chunked" : "") + " cl=" + std::to_string(h.content_length);
+      for (const auto& f : h.headers) out += "|" + std::string(f.name) + "=" + std::string(f.value);
+      if (!h.chunked) break;
+      p.resume_chunked_body(&sink);
+      body = true;
+    }
+    if (r.event == HttpParser::Event::message_complete) {
+      out += " end@" + std::to_string(at);
+      break;
+    }
+  }
+  if (body) {
+    out += " body=" + sink.body;
+    for (const auto& f : sink.trailers) out += "|" + std::string(f.name) + "=" + std::string(f.value);
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("llhttp's SSE4.2 build reports every callback and error as the baseline build does") {
+  if (!llhttp_sse42_available()) return;  // nothing to compare on this CPU
+  // The SSE4.2 build calls HttpParser's callbacks through holdfast's own
+  // hooks, the baseline build through llhttp's api.c: heads, chunked bodies
+  // with extensions and trailers, and callbacks that refuse, cut anywhere.
+  const std::vector<std::pair<HttpParser::Kind, std::string>> messages = {
+      {HttpParser::Kind::request,
+       "POST /up?x=1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum:  9 \r\nX-E:\r\n\r\nNEXT"},
+      {HttpParser::Kind::response,
+       "HTTP/1.1 201 Created Here\r\nServer: s\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+      {HttpParser::Kind::response, "HTTP/1.0 204 \r\nConnection: keep-alive\r\n\r\n"},
+      {HttpParser::Kind::request, "GET /a HTTP/1.0\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\n: nameless\r\n\r\n"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\nX-F: a\r\n folded\r\n\r\n"},
+      {HttpParser::Kind::request,
+       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n: v\r\n\r\n"},
+      {HttpParser::Kind::request, "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"},
+      {HttpParser::Kind::response, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"},
+      {HttpParser::Kind::request, "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"},
+  };
+  for (const auto& [kind, bytes] : messages) {
+    for (std::size_t step : {bytes.size(), std::size_t{1}, std::size_t{4}, std::size_t{7}}) {
+      CAPTURE(bytes);
+      CAPTURE(step);
+      llhttp_prefer_sse42(false);
+      const std::string baseline = message_outcome(kind, bytes, step);
+      llhttp_prefer_sse42(true);
+      REQUIRE(llhttp_sse42_in_use());
+      CHECK(message_outcome(kind, bytes, step) == baseline);
+    }
+  }
+  llhttp_prefer_sse42(true);
+}
+
 TEST_CASE("lines forwarded as received sit beside dropped and rewritten ones") {
   HttpParser p(HttpParser::Kind::response, 16384);
   auto r = feed(p,
