@@ -56,7 +56,7 @@ void ClientConnection::enter_idle() {
   }
   if (stream_.input_length() == 0) {
     // Nothing pipelined: hold no parser, no buffers and no timer while idle.
-    parser_.reset();
+    HttpParser::give_back(std::move(parser_));
     stream_.release_idle_resources();
   }
   worker_.mark_idle(this);
@@ -106,7 +106,7 @@ void ClientConnection::parse_requests() {
         // A reload since the last request: this one reads under the new
         // client settings (between requests no head is half parsed).
         apply_client_settings();
-        parser_.reset();
+        HttpParser::give_back(std::move(parser_));
       }
       stream_.set_drain_mark(kLowWater);
       // Until this head says otherwise (an error answer may come first).
@@ -117,7 +117,7 @@ void ClientConnection::parse_requests() {
       // in this read, which spares a timer update for almost every request.
       deadline_ = LoopClock::now() + worker_.config().client.header_timeout;
     }
-    if (!parser_) parser_ = std::make_unique<HttpParser>(HttpParser::Kind::request, worker_.config().client.max_header_bytes);
+    if (!parser_) parser_ = HttpParser::take(HttpParser::Kind::request, worker_.config().client.max_header_bytes);
     evbuffer_iovec v;
     if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) break;
     auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);

@@ -211,11 +211,46 @@ void HttpParser::reset() {
   url_done_ = false;
   value_started_ = false;
   sink_ = nullptr;
+  fed_ = false;
   failure_ = Failure::none;
   error_reason_ = nullptr;
 }
 
+namespace {
+// A worker's spare parsers of one kind (HttpParser::take, give_back).
+struct SpareParsers {
+#if defined(__SANITIZE_ADDRESS__)
+  static constexpr std::size_t kKeep = 0;
+#else
+  static constexpr std::size_t kKeep = 8;
+#endif
+  std::unique_ptr<HttpParser> held[kKeep > 0 ? kKeep : 1];
+  std::size_t count = 0;
+};
+SpareParsers& spare_parsers(HttpParser::Kind kind) noexcept {
+  thread_local SpareParsers spares[2];
+  return spares[kind == HttpParser::Kind::request ? 0 : 1];
+}
+}  // namespace
+
+std::unique_ptr<HttpParser> HttpParser::take(Kind kind, std::size_t max_head_bytes) {
+  SpareParsers& s = spare_parsers(kind);
+  if (s.count == 0) return std::make_unique<HttpParser>(kind, max_head_bytes);
+  std::unique_ptr<HttpParser> p = std::move(s.held[--s.count]);
+  p->max_head_bytes_ = max_head_bytes;
+  return p;
+}
+
+void HttpParser::give_back(std::unique_ptr<HttpParser> parser) noexcept {
+  if (!parser) return;
+  SpareParsers& s = spare_parsers(parser->kind_);
+  if (s.count == SpareParsers::kKeep) return;  // destroyed here
+  if (parser->fed_) parser->reset();
+  s.held[s.count++] = std::move(parser);
+}
+
 HttpParser::Result HttpParser::feed(const char* data, std::size_t len) {
+  fed_ = true;
   Result r;
   // A pause at the last chunk's size line starts the trailer section, which
   // has a cap of its own: so at most two passes.

@@ -18,11 +18,14 @@ constexpr unsigned kMaxInterim = 16;
 }  // namespace
 
 UpstreamRequest::UpstreamRequest(Events& events, UpstreamPool& pool, Options options)
-    : events_(events), pool_(pool), options_(options), parser_(HttpParser::Kind::response, 64 * 1024) {
+    : events_(events), pool_(pool), options_(options), parser_(HttpParser::take(HttpParser::Kind::response, 64 * 1024)) {
   relay_.self = this;
 }
 
-UpstreamRequest::~UpstreamRequest() { release(); }
+UpstreamRequest::~UpstreamRequest() {
+  release();
+  HttpParser::give_back(std::move(parser_));
+}
 
 void UpstreamRequest::set_head(std::string head) { replay_ = std::move(head); }
 
@@ -34,7 +37,7 @@ void UpstreamRequest::attach(std::unique_ptr<UpstreamConnection> conn, bool reus
   reused_ = reused;
   // A new attempt reads a new response; the first one's parser is as the
   // constructor made it.
-  if (attempts_ > 0) parser_.reset();
+  if (attempts_ > 0) parser_->reset();
   ++attempts_;
   conn_->requests++;
   if (conn_->requests_left && *conn_->requests_left > 0) --*conn_->requests_left;
@@ -217,10 +220,10 @@ void UpstreamRequest::process_response() {
     if (!head_seen_) {
       evbuffer_iovec v;
       if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) return;
-      auto r = parser_.feed(static_cast<const char*>(v.iov_base), v.iov_len);
+      auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
       evbuffer_drain(in, r.consumed);
       if (r.event == HttpParser::Event::error) {
-        fail(ProxyError::bad_response, parser_.error_reason());
+        fail(ProxyError::bad_response, parser_->error_reason());
         return;
       }
       if (r.event == HttpParser::Event::head_complete && !handle_head()) return;
@@ -250,12 +253,12 @@ void UpstreamRequest::process_response() {
 bool UpstreamRequest::feed_chunked(evbuffer* in) {
   evbuffer_iovec v;
   if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) return false;
-  auto r = parser_.feed(static_cast<const char*>(v.iov_base), v.iov_len);
+  auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
   evbuffer_drain(in, r.consumed);
   if (r.event == HttpParser::Event::error) {
-    fail(parser_.failure() == HttpParser::Failure::head_too_large ? ProxyError::bad_response
+    fail(parser_->failure() == HttpParser::Failure::head_too_large ? ProxyError::bad_response
                                                                    : ProxyError::closed_mid_response,
-         parser_.error_reason());
+         parser_->error_reason());
     return false;
   }
   if (r.event == HttpParser::Event::message_complete) {
@@ -267,7 +270,7 @@ bool UpstreamRequest::feed_chunked(evbuffer* in) {
 
 bool UpstreamRequest::handle_head() {
   conn_->stream().set_input_limit(Stream::kDefaultInputLimit);  // the body's reads are full-size again
-  auto& h = parser_.head();
+  auto& h = parser_->head();
   // RFC 9110 15: a status outside 100..599 is not HTTP; nothing of it reaches the client.
   if (h.status < 100 || h.status > 599) {
     fail(ProxyError::bad_response, "status code outside 100..599");
@@ -292,7 +295,7 @@ bool UpstreamRequest::handle_head() {
       return false;
     }
     events_.on_interim_response(h);
-    parser_.reset();
+    parser_->reset();
     if (!conn_) return false;
     read_head();  // the final head is read in small steps again
     return true;
@@ -323,8 +326,8 @@ bool UpstreamRequest::handle_head() {
   if (!conn_ || failed_) return false;
   choose_response_splice();
   // Only a chunked body goes through the parser; the head is done with.
-  if (mode_ == BodyMode::chunked) parser_.resume_chunked_body(&relay_);
-  else parser_.reset();
+  if (mode_ == BodyMode::chunked) parser_->resume_chunked_body(&relay_);
+  else parser_->reset();
   if (mode_ == BodyMode::none || (mode_ == BodyMode::length && remaining_ == 0)) {
     complete_response();
     return false;

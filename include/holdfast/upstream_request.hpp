@@ -181,7 +181,7 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   std::uint64_t queued_ = 0;         // bytes added to this connection's output
 
   // Response (reset by attach)
-  HttpParser parser_;
+  std::unique_ptr<HttpParser> parser_;  // from HttpParser::take, given back when this ends
   ChunkRelay relay_;
   BodyMode mode_ = BodyMode::none;
   std::uint64_t remaining_ = 0;

@@ -36,6 +36,33 @@ TEST_CASE("a request head stops the parser at its end") {
   CHECK(p.head().content_length == 5);
 }
 
+TEST_CASE("a parser given back mid-message is taken again ready, under its new limit") {
+  auto p = HttpParser::take(HttpParser::Kind::request, 16384);
+  REQUIRE(feed(*p, "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n").event ==
+          HttpParser::Event::head_complete);
+  Collect sink;
+  p->resume_chunked_body(&sink);
+  REQUIRE(feed(*p, "5\r\nhel").event == HttpParser::Event::need_more);
+  HttpParser::give_back(std::move(p));
+  // Whether or not it is the same object, it starts a new message, with no
+  // sink, under the limit it was taken with.
+  auto q = HttpParser::take(HttpParser::Kind::request, 64);
+  auto r = feed(*q, "GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+  REQUIRE(r.event == HttpParser::Event::head_complete);
+  CHECK(q->head().target == "/b");
+  CHECK(q->head().headers.size() == 1);
+  q->reset();
+  auto big = feed(*q, "GET /c HTTP/1.1\r\nHost: h\r\nX-Long: " + std::string(100, 'x') + "\r\n\r\n");
+  CHECK(big.event == HttpParser::Event::error);
+  CHECK(q->failure() == HttpParser::Failure::head_too_large);
+  HttpParser::give_back(std::move(q));
+  // A response parser is never handed out for a request.
+  auto resp = HttpParser::take(HttpParser::Kind::response, 16384);
+  CHECK(feed(*resp, "HTTP/1.1 204 No Content\r\n\r\n").event == HttpParser::Event::head_complete);
+  HttpParser::give_back(std::move(resp));
+  CHECK(sink.body == "hel");
+}
+
 TEST_CASE("a head split across many feeds") {
   HttpParser p(HttpParser::Kind::request, 16384);
   std::string req = "GET / HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n";
