@@ -66,81 +66,71 @@ const char* invalid_head(bool request, const MessageHead& h, int status_digits) 
 // settings table and skips an empty one; every HttpParser uses one table
 // (settings()), so here the callbacks it names are called directly and the
 // rest do nothing. The results are api.c's: a span callback's -1 becomes
-// HPE_USER with api.c's reason. The unit test that runs both builds over the
-// same heads covers this too.
+// HPE_USER with api.c's reason. The unit cases that run both builds over the
+// same messages compare what each reports.
 struct LlhttpHooks {
-  static int span(llhttp_t* p, int err, const char* name) {
+  static std::size_t length(const char* at, const char* end) { return static_cast<std::size_t>(end - at); }
+  static int span(llhttp_t* p, int err, const char* reason) {
     if (err != -1) return err;
-    llhttp_set_error_reason(p, name);
+    llhttp_set_error_reason(p, reason);
     return HPE_USER;
   }
-  static int message_begin(llhttp_t* p) { return HttpParser::on_message_begin(p); }
+  static int message_begin(llhttp_t* p, const char*, const char*) { return HttpParser::on_message_begin(p); }
   static int url(llhttp_t* p, const char* at, const char* end) {
-    return span(p, HttpParser::on_url(p, at, static_cast<std::size_t>(end - at)), "Span callback error in on_url");
+    return span(p, HttpParser::on_url(p, at, length(at, end)), "Span callback error in on_url");
   }
-  static int url_complete(llhttp_t* p) { return HttpParser::on_url_complete(p); }
+  static int url_complete(llhttp_t* p, const char*, const char*) { return HttpParser::on_url_complete(p); }
   static int status(llhttp_t* p, const char* at, const char* end) {
-    return span(p, HttpParser::on_status(p, at, static_cast<std::size_t>(end - at)),
-                "Span callback error in on_status");
+    return span(p, HttpParser::on_status(p, at, length(at, end)), "Span callback error in on_status");
   }
   static int header_field(llhttp_t* p, const char* at, const char* end) {
-    return span(p, HttpParser::on_header_field(p, at, static_cast<std::size_t>(end - at)),
-                "Span callback error in on_header_field");
+    return span(p, HttpParser::on_header_field(p, at, length(at, end)), "Span callback error in on_header_field");
   }
   static int header_value(llhttp_t* p, const char* at, const char* end) {
-    return span(p, HttpParser::on_header_value(p, at, static_cast<std::size_t>(end - at)),
-                "Span callback error in on_header_value");
+    return span(p, HttpParser::on_header_value(p, at, length(at, end)), "Span callback error in on_header_value");
   }
-  static int headers_complete(llhttp_t* p) { return HttpParser::on_headers_complete(p); }
-  static int message_complete(llhttp_t* p) { return HttpParser::on_message_complete(p); }
+  static int headers_complete(llhttp_t* p, const char*, const char*) { return HttpParser::on_headers_complete(p); }
+  static int message_complete(llhttp_t* p, const char*, const char*) { return HttpParser::on_message_complete(p); }
   static int body(llhttp_t* p, const char* at, const char* end) {
-    return span(p, HttpParser::on_body(p, at, static_cast<std::size_t>(end - at)), "Span callback error in on_body");
+    return span(p, HttpParser::on_body(p, at, length(at, end)), "Span callback error in on_body");
   }
-  static int chunk_header(llhttp_t* p) { return HttpParser::on_chunk_header(p); }
+  static int chunk_header(llhttp_t* p, const char*, const char*) { return HttpParser::on_chunk_header(p); }
 };
 
+// A hook for a callback the table names, and one for a callback it leaves empty.
+#define HOLDFAST_HOOK(name)                                                            \
+  int holdfast_llhttp_sse42_on_##name(llhttp_t* p, const char* at, const char* end) { \
+    return LlhttpHooks::name(p, at, end);                                              \
+  }
+#define HOLDFAST_NO_HOOK(name) \
+  int holdfast_llhttp_sse42_on_##name(llhttp_t*, const char*, const char*) { return 0; }
 extern "C" {
-int holdfast_llhttp_sse42_on_message_begin(llhttp_t* p, const char*, const char*) {
-  return LlhttpHooks::message_begin(p);
+HOLDFAST_HOOK(message_begin)
+HOLDFAST_HOOK(url)
+HOLDFAST_HOOK(url_complete)
+HOLDFAST_HOOK(status)
+HOLDFAST_HOOK(header_field)
+HOLDFAST_HOOK(header_value)
+HOLDFAST_HOOK(headers_complete)
+HOLDFAST_HOOK(message_complete)
+HOLDFAST_HOOK(body)
+HOLDFAST_HOOK(chunk_header)
+HOLDFAST_NO_HOOK(status_complete)
+HOLDFAST_NO_HOOK(method)
+HOLDFAST_NO_HOOK(method_complete)
+HOLDFAST_NO_HOOK(version)
+HOLDFAST_NO_HOOK(version_complete)
+HOLDFAST_NO_HOOK(header_field_complete)
+HOLDFAST_NO_HOOK(header_value_complete)
+HOLDFAST_NO_HOOK(chunk_extension_name)
+HOLDFAST_NO_HOOK(chunk_extension_name_complete)
+HOLDFAST_NO_HOOK(chunk_extension_value)
+HOLDFAST_NO_HOOK(chunk_extension_value_complete)
+HOLDFAST_NO_HOOK(chunk_complete)
+HOLDFAST_NO_HOOK(reset)
 }
-int holdfast_llhttp_sse42_on_url(llhttp_t* p, const char* at, const char* end) { return LlhttpHooks::url(p, at, end); }
-int holdfast_llhttp_sse42_on_url_complete(llhttp_t* p, const char*, const char*) {
-  return LlhttpHooks::url_complete(p);
-}
-int holdfast_llhttp_sse42_on_status(llhttp_t* p, const char* at, const char* end) {
-  return LlhttpHooks::status(p, at, end);
-}
-int holdfast_llhttp_sse42_on_header_field(llhttp_t* p, const char* at, const char* end) {
-  return LlhttpHooks::header_field(p, at, end);
-}
-int holdfast_llhttp_sse42_on_header_value(llhttp_t* p, const char* at, const char* end) {
-  return LlhttpHooks::header_value(p, at, end);
-}
-int holdfast_llhttp_sse42_on_headers_complete(llhttp_t* p, const char*, const char*) {
-  return LlhttpHooks::headers_complete(p);
-}
-int holdfast_llhttp_sse42_on_message_complete(llhttp_t* p, const char*, const char*) {
-  return LlhttpHooks::message_complete(p);
-}
-int holdfast_llhttp_sse42_on_body(llhttp_t* p, const char* at, const char* end) { return LlhttpHooks::body(p, at, end); }
-int holdfast_llhttp_sse42_on_chunk_header(llhttp_t* p, const char*, const char*) {
-  return LlhttpHooks::chunk_header(p);
-}
-// Callbacks the settings table leaves empty.
-int holdfast_llhttp_sse42_on_status_complete(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_method(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_method_complete(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_version(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_version_complete(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_header_field_complete(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_header_value_complete(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_chunk_extension_name(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_chunk_extension_name_complete(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_chunk_extension_value(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_chunk_extension_value_complete(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_chunk_complete(llhttp_t*, const char*, const char*) { return 0; }
-int holdfast_llhttp_sse42_on_reset(llhttp_t*, const char*, const char*) { return 0; }
-}
+#undef HOLDFAST_HOOK
+#undef HOLDFAST_NO_HOOK
 #endif
 
 bool llhttp_sse42_available() noexcept { return sse42_available; }
@@ -168,7 +158,9 @@ void MessageHead::clear_keeping_staged() {
 
 const llhttp_settings_t* HttpParser::settings() {
   // One table for every parser: the callbacks find their parser through
-  // llhttp_t::data, so nothing per connection needs to live here.
+  // llhttp_t::data, so nothing per connection needs to live here. The SSE4.2
+  // build's hooks (LlhttpHooks, above) call these same callbacks: a callback
+  // added here is added there too.
   static const llhttp_settings_t table = [] {
     llhttp_settings_t t;
     llhttp_settings_init(&t);
