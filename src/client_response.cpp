@@ -2,6 +2,7 @@
 // chunk framing, error answers and the client's Keep-Alive policy.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cassert>
 #include <charconv>
 #include <cstring>
@@ -16,18 +17,8 @@
 namespace holdfast {
 
 namespace {
-constexpr std::string_view kVia = "Via: 1.1 holdfast\r\n";
-constexpr std::string_view kTransferEncoding = "Transfer-Encoding: ";
 // "HTTP/1.1 " and a status code of up to 12 characters and a space.
 constexpr std::size_t kStatusRoom = 9 + 12 + 1;
-// "Content-Length: ", up to 20 digits, CRLF.
-constexpr std::size_t kLengthRoom = 16 + 20 + 2;
-
-// Copies `s` to `p`; returns the end. An empty view may have no data.
-char* put(char* p, std::string_view s) noexcept {
-  if (!s.empty()) std::memcpy(p, s.data(), s.size());
-  return p + s.size();
-}
 }  // namespace
 
 void ClientConnection::queue(const char* data, std::size_t n) {
@@ -42,14 +33,14 @@ char* ClientConnection::write_response_policy(char* p, bool must_close) {
   bool last_input = input_closed_ && stream_.input_length() == 0;
   if (must_close || !request_keep_alive_ || served_ >= cfg.keepalive_requests || worker_.draining() || last_input)
     close_after_response_ = true;
-  if (close_after_response_) return put(p, "Connection: close\r\n");
+  if (close_after_response_) return write_bytes(p, "Connection: close\r\n");
   // to_chars, as snprintf's format parsing cost more than the rest of the
   // head. Each number has 20 bytes of room, enough for any 64-bit value.
-  p = put(p, "Connection: keep-alive\r\nKeep-Alive: timeout=");
+  p = write_bytes(p, "Connection: keep-alive\r\nKeep-Alive: timeout=");
   p = std::to_chars(p, p + 20, static_cast<long long>(cfg.keepalive_timeout.value.count() / 1000)).ptr;
-  p = put(p, ", max=");
+  p = write_bytes(p, ", max=");
   p = std::to_chars(p, p + 20, static_cast<unsigned long long>(cfg.keepalive_requests - served_)).ptr;
-  return put(p, "\r\n");
+  return write_bytes(p, "\r\n");
 }
 
 void ClientConnection::send_interim(const MessageHead& h) {
@@ -66,8 +57,10 @@ void ClientConnection::send_head(const MessageHead& h, Framing framing, bool req
   if (response_chunked_) te = chunked_coding_list(h.headers);
   // Written straight into the client's output: room for the longest form
   // of the head is reserved once, and what it does not use is given back.
-  const std::size_t room = kStatusRoom + h.reason.size() + 2 + end_to_end_room(h.headers) + (via ? kVia.size() : 0) +
-                           kLengthRoom + kTransferEncoding.size() + te.size() + 2 + kPolicyRoom + 2;
+  // Content-Length or Transfer-Encoding: the longer of the two.
+  const std::size_t room = kStatusRoom + h.reason.size() + 2 + end_to_end_room(h.headers) +
+                           (via ? kViaField.size() : 0) +
+                           std::max(kContentLengthRoom, field_room("Transfer-Encoding", te)) + kPolicyRoom + 2;
   evbuffer* out = stream_.output();
   evbuffer_iovec vec;
   std::unique_ptr<char[]> spare;
@@ -80,30 +73,23 @@ void ClientConnection::send_head(const MessageHead& h, Framing framing, bool req
     start = spare.get();
   }
   // The status line's fixed part: "HTTP/1.1 ", the code, a space.
-  char* p = put(start, "HTTP/1.1 ");
+  char* p = write_bytes(start, "HTTP/1.1 ");
   p = std::to_chars(p, p + 12, h.status).ptr;
   *p++ = ' ';
-  p = put(p, h.reason);
-  p = put(p, "\r\n");
+  p = write_bytes(p, h.reason);
+  p = write_bytes(p, "\r\n");
   // A bodiless answer keeps the Content-Length the backend gave (HEAD).
   if (framing == Framing::none) p = write_end_to_end(p, h.headers, {});
   else p = write_end_to_end(p, h.headers, {"content-length"});
-  if (via) p = put(p, kVia);
-  if (framing == Framing::length) {
-    p = put(p, "Content-Length: ");
-    p = std::to_chars(p, p + 20, h.content_length).ptr;
-    p = put(p, "\r\n");
-  } else if (response_chunked_) {
-    p = put(p, kTransferEncoding);
-    p = put(p, te);
-    p = put(p, "\r\n");
-  }
+  if (via) p = write_bytes(p, kViaField);
+  if (framing == Framing::length) p = write_content_length(p, h.content_length);
+  else if (response_chunked_) p = write_field(p, "Transfer-Encoding", te);
   // An HTTP/1.0 client learns the end of an unknown-length body from the
   // close; and a request body not read to its end keeps the connection only
   // if holdfast can read and drop the rest of it afterwards.
   p = write_response_policy(p, (framing == Framing::unknown && !request_http11_) ||
                                    (!request_complete && !can_discard_request_body()));
-  p = put(p, "\r\n");
+  p = write_bytes(p, "\r\n");
   const auto n = static_cast<std::size_t>(p - start);
   assert(n <= room);
   if (spare) {
@@ -143,9 +129,9 @@ void ClientConnection::end(const HeaderList& trailers) {
 
 void ClientConnection::send_error(int status, std::string_view text, bool request_complete) {
   // A request whose body was not read to its end leaves the framing in doubt.
-  char line[kPolicyRoom];
-  std::string policy(line, static_cast<std::size_t>(write_response_policy(line, !request_complete) - line));
-  auto page = error_response(status, text, policy, request_head_);
+  char policy[kPolicyRoom];
+  const auto length = static_cast<std::size_t>(write_response_policy(policy, !request_complete) - policy);
+  auto page = error_response(status, text, std::string_view(policy, length), request_head_);
   queue(page.data(), page.size());
 }
 
@@ -153,7 +139,7 @@ void ClientConnection::start_tunnel(const MessageHead& h, std::unique_ptr<Upstre
                                     TunnelOrigin origin, Millis idle_timeout) {
   std::string head = "HTTP/1.1 101 " + h.reason + "\r\n";
   append_end_to_end(head, h.headers, {});
-  append_field(head, "Via", "1.1 holdfast");
+  head += kViaField;
   append_field(head, "Upgrade", *find_header(h.headers, "upgrade"));
   append_field(head, "Connection", "upgrade");
   head += "\r\n";

@@ -1,5 +1,6 @@
 #include "holdfast/http1_encode.hpp"
 
+#include <algorithm>
 #include <cassert>
 #include <charconv>
 #include <cstdio>
@@ -8,12 +9,6 @@
 namespace holdfast {
 
 namespace {
-// An empty field value may be a view with no data at all: memcpy must not see it.
-void copy(char*& to, std::string_view from) noexcept {
-  if (from.empty()) return;
-  std::memcpy(to, from.data(), from.size());
-  to += from.size();
-}
 // When a field's name and value are views of its line as received (a head
 // parsed in place, HeaderList::stage) written "name: value" or "name:value",
 // the length of that line; otherwise 0 (the field is written field by field,
@@ -29,22 +24,24 @@ std::size_t received_line_length(const HeaderField& h) noexcept {
 }
 }  // namespace
 
-void append_field(std::string& out, std::string_view name, std::string_view value) {
-  // One growth of the string and four copies, instead of four appends.
-  std::size_t at = out.size();
-  out.resize(at + name.size() + value.size() + 4);
-  char* p = out.data() + at;
-  copy(p, name);
-  *p++ = ':';
-  *p++ = ' ';
-  copy(p, value);
+char* write_content_length(char* p, std::uint64_t n) noexcept {
+  p = write_bytes(p, "Content-Length: ");
+  p = std::to_chars(p, p + 20, n).ptr;
   *p++ = '\r';
-  *p = '\n';
+  *p++ = '\n';
+  return p;
+}
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  // One growth of the string, then the cursor writer.
+  std::size_t at = out.size();
+  out.resize(at + field_room(name, value));
+  write_field(out.data() + at, name, value);
 }
 
 std::size_t end_to_end_room(const HeaderList& headers) noexcept {
   std::size_t room = 0;
-  for (const auto& h : headers) room += h.name.size() + h.value.size() + 4;
+  for (const auto& h : headers) room += field_room(h.name, h.value);
   return room;
 }
 
@@ -56,7 +53,7 @@ char* write_end_to_end(char* p, const HeaderList& headers, std::initializer_list
   std::size_t held = 0;
   bool spilled = false;
   for (const auto& h : headers) {
-    if (h.name.size() == 10 && iequals(h.name, "connection")) {
+    if (iequals(h.name, "connection")) {
       for (std::string_view rest = h.value, item; !spilled && next_list_item(rest, item);) {
         if (held < kHeld) held_tokens[held++] = item;
         else spilled = true;
@@ -95,14 +92,11 @@ char* write_end_to_end(char* p, const HeaderList& headers, std::initializer_list
       // Parsed in place: the line's own bytes go as one range.
       std::memcpy(p, h.name.data(), line);
       p += line;
+      *p++ = '\r';
+      *p++ = '\n';
     } else {
-      copy(p, h.name);
-      *p++ = ':';
-      *p++ = ' ';
-      copy(p, h.value);
+      p = write_field(p, h.name, h.value);
     }
-    *p++ = '\r';
-    *p++ = '\n';
   }
   return p;
 }
@@ -176,63 +170,50 @@ std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
     else if (iequals(f.name, "x-forwarded-for") && !f.value.empty()) chain += f.value.size() + 2;
   }
   static constexpr std::string_view kProto = "\r\nX-Forwarded-Proto: http\r\n";
-  static constexpr std::string_view kVia = "Via: 1.1 holdfast\r\n";
   static constexpr std::string_view kKeepAlive = "Connection: keep-alive\r\n";
   static constexpr std::string_view kUpgrade = "Connection: upgrade\r\n";
   std::string te;
   if (h.chunked) te = chunked_coding_list(h.headers);
-  const std::size_t room = h.method.size() + 1 + h.target.size() + 11 + end_to_end_room(h.headers) +
-                           (host ? 20 + host->size() : 8 + info.default_host.size()) + 17 + chain +
-                           info.client_ip.size() + kProto.size() + kVia.size() + 11 + info.upgrade.size() +
-                           kKeepAlive.size() + 21 + te.size() + 20 + 2;
+  // Host or X-Forwarded-Host, Upgrade with Connection (or Connection
+  // alone), and Transfer-Encoding or Content-Length: the longest of each.
+  const std::size_t room =
+      h.method.size() + 1 + h.target.size() + 11 + end_to_end_room(h.headers) +
+      (host ? field_room("X-Forwarded-Host", *host) : field_room("Host", info.default_host)) + 17 + chain +
+      info.client_ip.size() + kProto.size() + kViaField.size() + field_room("Upgrade", info.upgrade) +
+      kKeepAlive.size() + std::max(field_room("Transfer-Encoding", te), kContentLengthRoom) + 2;
   std::string out;
   out.resize(room);
   char* const start = out.data();
-  auto put = [](char* p, std::string_view v) {
-    if (!v.empty()) std::memcpy(p, v.data(), v.size());
-    return p + v.size();
-  };
-  auto field = [&](char* p, std::string_view name, std::string_view value) {
-    p = put(p, name);
-    p = put(p, ": ");
-    p = put(p, value);
-    return put(p, "\r\n");
-  };
-  char* p = put(start, h.method);
+  char* p = write_bytes(start, h.method);
   *p++ = ' ';
-  p = put(p, h.target);
-  p = put(p, " HTTP/1.1\r\n");
+  p = write_bytes(p, h.target);
+  p = write_bytes(p, " HTTP/1.1\r\n");
   p = write_end_to_end(p, h.headers, {"content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"});
-  if (!host) p = field(p, "Host", info.default_host);
+  if (!host) p = write_field(p, "Host", info.default_host);
   // X-Forwarded-For: the chain so far, then the address holdfast saw.
-  p = put(p, "X-Forwarded-For: ");
+  p = write_bytes(p, "X-Forwarded-For: ");
   if (chain != 0)
     for (const auto& f : h.headers)
       if (iequals(f.name, "x-forwarded-for") && !f.value.empty()) {
-        p = put(p, f.value);
-        p = put(p, ", ");
+        p = write_bytes(p, f.value);
+        p = write_bytes(p, ", ");
       }
-  p = put(p, info.client_ip);
-  p = put(p, kProto);
-  if (host) p = field(p, "X-Forwarded-Host", *host);
-  if (info.via) p = put(p, kVia);
+  p = write_bytes(p, info.client_ip);
+  p = write_bytes(p, kProto);
+  if (host) p = write_field(p, "X-Forwarded-Host", *host);
+  if (info.via) p = write_bytes(p, kViaField);
   if (!info.upgrade.empty()) {
     // Kept for this request only: the hop-by-hop rules hold for every other.
-    p = field(p, "Upgrade", info.upgrade);
-    p = put(p, kUpgrade);
+    p = write_field(p, "Upgrade", info.upgrade);
+    p = write_bytes(p, kUpgrade);
   } else {
     // Persistence is the HTTP/1.1 default, but saying so is what makes some
     // backends (Apache httpd) state their idle timeout in Keep-Alive: timeout=.
-    p = put(p, kKeepAlive);
+    p = write_bytes(p, kKeepAlive);
   }
-  if (h.chunked) {
-    p = field(p, "Transfer-Encoding", te);
-  } else if (h.has_content_length) {
-    p = put(p, "Content-Length: ");
-    p = std::to_chars(p, p + 20, h.content_length).ptr;
-    p = put(p, "\r\n");
-  }
-  p = put(p, "\r\n");
+  if (h.chunked) p = write_field(p, "Transfer-Encoding", te);
+  else if (h.has_content_length) p = write_content_length(p, h.content_length);
+  p = write_bytes(p, "\r\n");
   assert(static_cast<std::size_t>(p - start) <= room);
   out.resize(static_cast<std::size_t>(p - start));
   return out;

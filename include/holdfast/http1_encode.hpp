@@ -5,6 +5,8 @@
 
 #include <event2/buffer.h>
 
+#include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -13,6 +15,32 @@
 #include "holdfast/http_message.hpp"
 
 namespace holdfast {
+
+// Cursor writers for heads written into room their caller sized: each
+// writes at `p` and returns where it stopped.
+inline char* write_bytes(char* p, std::string_view s) noexcept {
+  // An empty view may have no data at all: memcpy must not see it.
+  if (!s.empty()) std::memcpy(p, s.data(), s.size());
+  return p + s.size();
+}
+// "name: value" and CRLF, field_room(name, value) bytes.
+constexpr std::size_t field_room(std::string_view name, std::string_view value) noexcept {
+  return name.size() + value.size() + 4;
+}
+inline char* write_field(char* p, std::string_view name, std::string_view value) noexcept {
+  p = write_bytes(p, name);
+  *p++ = ':';
+  *p++ = ' ';
+  p = write_bytes(p, value);
+  *p++ = '\r';
+  *p++ = '\n';
+  return p;
+}
+// "Content-Length: n" and CRLF: at most kContentLengthRoom bytes.
+inline constexpr std::size_t kContentLengthRoom = 16 + 20 + 2;
+char* write_content_length(char* p, std::uint64_t n) noexcept;
+// The Via field holdfast adds on either leg when configured to.
+inline constexpr std::string_view kViaField = "Via: 1.1 holdfast\r\n";
 
 void append_field(std::string& out, std::string_view name, std::string_view value);
 
