@@ -149,10 +149,10 @@ void ClientConnection::begin_exchange() {
   response_bytes_ = 0;
   request_keep_alive_ = head.keep_alive;
   request_http11_ = head.version_major > 1 || (head.version_major == 1 && head.version_minor >= 1);
-  request_head_ = head.method == "HEAD";
+  request_head_ = std::string_view(head.method) == "HEAD";
   // RFC 9112 3.2.2: an absolute-form target's authority replaces Host before Host is checked and routed.
   if (const char* bad = rewrite_request_target(head)) return reject(ProxyError::bad_request, bad);
-  if (head.method == "CONNECT") {
+  if (std::string_view(head.method) == "CONNECT") {
     reject(ProxyError::not_implemented, "CONNECT is not supported");
     return;
   }

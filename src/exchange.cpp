@@ -27,7 +27,7 @@ Exchange::Exchange(ClientConnection& client, DownstreamSink& sink, MessageHead&&
       idempotent_(is_idempotent(head_)),
       upgrade_(allowed_upgrade(head_, pool_.config().upgrade)),
       upstream_(*this, pool_,
-                UpstreamRequest::Options{idempotent_, head_.method == "HEAD", upgrade_ != nullptr,
+                UpstreamRequest::Options{idempotent_, std::string_view(head_.method) == "HEAD", upgrade_ != nullptr,
                                          pool_.config().retry_buffer}) {
   forwarder_.upstream = &upstream_;
 }

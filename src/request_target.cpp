@@ -122,7 +122,7 @@ std::string normalize_path(std::string_view path) {
 }
 
 const char* rewrite_request_target(MessageHead& head) {
-  if (head.target == "*") return head.method == "OPTIONS" ? nullptr : "asterisk-form target with a method other than OPTIONS";
+  if (std::string_view(head.target) == "*") return std::string_view(head.method) == "OPTIONS" ? nullptr : "asterisk-form target with a method other than OPTIONS";
   auto form = split_absolute_form(head.target);
   if (!form) return nullptr;
   if (!iequals(form->scheme, "http") && !iequals(form->scheme, "https"))
