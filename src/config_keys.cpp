@@ -125,8 +125,8 @@ std::vector<Key<Config>> make_top_keys() {
                   for (const auto& rt : c.routes) {
                     // The block's first key, indented by indent + 2, becomes the list item.
                     const auto block = describe_keys(route_keys(), rt, indent + 2);
-                    const auto at = std::min(block.size(), static_cast<std::size_t>(indent));
-                    out.append(block, 0, at).append("- ").append(block, std::min(block.size(), at + 2));
+                    const auto at = static_cast<std::size_t>(indent);
+                    out.append(block, 0, at).append("- ").append(block, at + 2);
                   }
                   return out;
                 }),
