@@ -16,7 +16,7 @@ void ClientConnection::close_after_output(bool linger) {
   state_ = State::closing;
   linger_ = linger && !input_closed_;
   // Nothing more is parsed; what is already buffered is discarded.
-  evbuffer_drain(input(), evbuffer_get_length(input()));
+  stream_.drain_input(stream_.input_length());
   stream_.set_read_timeout(std::nullopt);
   stream_.flush();
   if (stream_.output_length() == 0) {

@@ -79,12 +79,12 @@ void ClientConnection::on_stream_readable(Stream&) {
       discard_request_body();
       break;
     case State::closing:
-      evbuffer_drain(input(), evbuffer_get_length(input()));
+      stream_.drain_input(stream_.input_length());
       break;
     case State::lingering: {
       auto& e = ending();
       e.lingered += stream_.input_length();
-      evbuffer_drain(input(), evbuffer_get_length(input()));
+      stream_.drain_input(stream_.input_length());
       if (e.lingered > kLingerBytes || LoopClock::now() >= deadline_) close_now();
       break;
     }
@@ -97,8 +97,7 @@ void ClientConnection::parse_requests() {
   if (in_parse_) return;
   in_parse_ = true;
   while (state_ == State::idle || state_ == State::reading_head) {
-    evbuffer* in = input();
-    if (evbuffer_get_length(in) == 0) break;
+    if (stream_.input_length() == 0) break;
     if (state_ == State::idle) {
       state_ = State::reading_head;
       worker_.unmark_idle(this);
@@ -118,10 +117,10 @@ void ClientConnection::parse_requests() {
       deadline_ = LoopClock::now() + worker_.config().client.header_timeout;
     }
     if (!parser_) parser_ = HttpParser::take(HttpParser::Kind::request, worker_.config().client.max_header_bytes);
-    evbuffer_iovec v;
-    if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) break;
-    auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
-    evbuffer_drain(in, r.consumed);
+    const std::string_view front = stream_.input_front();
+    if (front.empty()) break;
+    auto r = parser_->feed(front.data(), front.size());
+    stream_.drain_input(r.consumed);
     if (r.event == HttpParser::Event::error) {
       reject(request_parse_error(parser_->failure()), parser_->error_reason());
       break;

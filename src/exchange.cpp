@@ -183,21 +183,28 @@ void Exchange::pump_request() {
       client_.pause_reading();
       break;
     }
-    evbuffer* in = client_.input();
-    std::size_t avail = evbuffer_get_length(in);
+    Stream& in = client_.stream();
+    std::size_t avail = in.input_length();
     if (avail == 0) { splice_request_body(); break; }  // nothing buffered: the socket's bytes may go by splice
     if (request_.mode == BodyMode::length) {
       std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, request_.remaining));
-      upstream_.send_body(in, n);
+      if (in.input_flat()) {
+        // Copied out of the read area; whole evbuffer chains move without a copy.
+        const char* data = in.input_front().data();
+        in.drain_input(n);
+        upstream_.send_body(data, n);
+      } else {
+        upstream_.send_body(in.input(), n);
+      }
       request_.remaining -= n;
       request_.bytes += n;
       if (request_.remaining == 0) request_body_done();
       continue;
     }
-    evbuffer_iovec v;
-    if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) break;
-    auto r = client_.parser().feed(static_cast<const char*>(v.iov_base), v.iov_len);
-    evbuffer_drain(in, r.consumed);
+    const std::string_view front = in.input_front();
+    if (front.empty()) break;
+    auto r = client_.parser().feed(front.data(), front.size());
+    in.drain_input(r.consumed);
     request_.bytes += r.consumed;
     if (r.event == HttpParser::Event::error) {
       fail(request_parse_error(client_.parser().failure()), client_.parser().error_reason());

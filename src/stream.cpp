@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <memory>
 #include <new>
 
 #include "holdfast/loop_clock.hpp"
@@ -21,6 +22,13 @@ static_assert(sizeof(evbuffer_iovec) == sizeof(iovec) && offsetof(evbuffer_iovec
 
 namespace {
 constexpr std::size_t kReadSize = 64 * 1024;
+// A read at least this large marks a bulk transfer: the next read goes to
+// the evbuffer, whose chains then move to the other side without a copy.
+// Below it, a read goes to the read area (detail::ReadArea) when the input
+// is empty, and is parsed where it landed.
+constexpr std::size_t kBulkRead = 16 * 1024;
+// The read area's storage, one per thread, made on first use.
+thread_local std::unique_ptr<char[]> t_read_area_storage;
 // Chains of at most this many bytes in all are copied into one send.
 constexpr std::size_t kGatherBytes = 4096;
 // Chains handed to one sendmsg (as libevent's own writev).
@@ -52,6 +60,7 @@ void Stream::register_io(event_base* base) {
 }
 
 Stream::~Stream() {
+  if (input_flat()) detail::t_read_area.owner = nullptr;
   close();
   if (io_) give_event(io_);
   free_timer();
@@ -255,6 +264,51 @@ void Stream::finish_connect() {
   if (reading_) do_read();
 }
 
+char* Stream::take_read_area() noexcept {
+  if (detail::t_read_area.owner) return nullptr;
+  if (!detail::t_read_area.data) {
+    t_read_area_storage.reset(new (std::nothrow) char[kReadSize]);
+    detail::t_read_area.data = t_read_area_storage.get();
+  }
+  return detail::t_read_area.data;
+}
+
+bool Stream::spill_read_area() {
+  auto& area = detail::t_read_area;
+  area.owner = nullptr;
+  const std::size_t left = area.end - area.begin;
+  if (left == 0) return true;
+  if (!input_) input_ = make_buffer();
+  return input_ && evbuffer_add(input_, area.data + area.begin, left) == 0;
+}
+
+void Stream::spill_read_area_or_fail() {
+  if (spill_read_area()) return;
+  // The bytes are lost: the stream ends, reported from the loop.
+  last_error_ = static_cast<std::int16_t>(ENOMEM);
+  pending_error_ = true;
+  if (fd_ >= 0) event_active(io(), EV_WRITE, 1);
+}
+
+std::string_view Stream::input_front() const noexcept {
+  if (input_flat()) {
+    const auto& area = detail::t_read_area;
+    return {area.data + area.begin, static_cast<std::size_t>(area.end - area.begin)};
+  }
+  evbuffer_iovec v;
+  if (!input_ || evbuffer_peek(input_, -1, nullptr, &v, 1) < 1) return {};
+  return {static_cast<const char*>(v.iov_base), v.iov_len};
+}
+
+void Stream::drain_input(std::size_t n) noexcept {
+  if (input_flat()) {
+    auto& area = detail::t_read_area;
+    area.begin += static_cast<std::uint32_t>(std::min<std::size_t>(n, area.end - area.begin));
+    return;
+  }
+  if (input_) evbuffer_drain(input_, n);
+}
+
 void Stream::do_read() {
   while (reading_ && read_ready_ && fd_ >= 0 && !eof_) {
     if (raw_input_) {
@@ -266,21 +320,39 @@ void Stream::do_read() {
     std::size_t have = input_length();
     if (have >= input_limit_) return;  // stays ready: kick() resumes once the owner consumed
     std::size_t want = std::min<std::size_t>(kReadSize, input_limit_ - have);
+    // An empty input takes the read in the read area, unless the last read
+    // was bulk; bytes already buffered keep their order in the evbuffer.
+    char* area = (have == 0 && !bulk_reads_) ? take_read_area() : nullptr;
     evbuffer_iovec vec;
-    if (evbuffer_reserve_space(input(), static_cast<ev_ssize_t>(want), &vec, 1) < 1) {
-      raise_error(reading, ENOMEM);
-      return;
+    std::size_t room = want;
+    if (area) {
+      vec.iov_base = area;
+    } else {
+      if (evbuffer_reserve_space(input(), static_cast<ev_ssize_t>(want), &vec, 1) < 1) {
+        raise_error(reading, ENOMEM);
+        return;
+      }
+      room = std::min(want, static_cast<std::size_t>(vec.iov_len));
     }
-    std::size_t room = std::min(want, static_cast<std::size_t>(vec.iov_len));
     ssize_t n = sys::recv(fd_, vec.iov_base, room, 0);
     if (n > 0) {
-      vec.iov_len = static_cast<std::size_t>(n);
-      evbuffer_commit_space(input(), &vec, 1);
+      if (area) {
+        detail::t_read_area = {this, area, 0, static_cast<std::uint32_t>(n)};
+      } else {
+        vec.iov_len = static_cast<std::size_t>(n);
+        evbuffer_commit_space(input(), &vec, 1);
+      }
+      bulk_reads_ = static_cast<std::size_t>(n) >= kBulkRead;
       // A short read drained the socket; with edge triggering the next bytes
       // bring a new edge, so no recv is spent just to see EAGAIN.
       if (static_cast<std::size_t>(n) < room && !peer_closed_) read_ready_ = false;
       if (read_timeout_) set_read_deadline(LoopClock::now() + *read_timeout_);
       if (handler_) handler_->on_stream_readable(*this);
+      // What the handler left of the read area is this stream's input from now on.
+      if (input_flat() && !spill_read_area()) {
+        raise_error(reading, ENOMEM);
+        return;
+      }
       continue;
     }
     if (n == 0) {

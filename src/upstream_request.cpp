@@ -91,6 +91,11 @@ void UpstreamRequest::keep_for_replay(const char* data, std::size_t n) {
   replay_.append(data, n);
 }
 
+void UpstreamRequest::send_body(const char* data, std::size_t n) {
+  keep_for_replay(data, n);
+  queue(data, n);
+}
+
 void UpstreamRequest::send_body(evbuffer* from, std::size_t n) {
   if (replay_complete_) {
     if (replay_.size() + n > options_.retry_buffer) {
@@ -204,24 +209,24 @@ void UpstreamRequest::process_response() {
     ~FlushOnExit() { events.flush_response(); }
   } flush_on_exit{events_};
   while (conn_ && !response_complete_ && !failed_) {
-    evbuffer* in = conn_->input();
-    std::size_t avail = evbuffer_get_length(in);
+    Stream& in = conn_->stream();
+    std::size_t avail = in.input_length();
     if (avail == 0) {
       if (head_seen_) pump_response_splice();  // the rest of the body, once the buffered part is out
       return;
     }
     if (head_seen_ && events_.response_congested()) {
       if (!paused_) {
-        conn_->stream().disable_read();
+        in.disable_read();
         paused_ = true;
       }
       return;
     }
     if (!head_seen_) {
-      evbuffer_iovec v;
-      if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) return;
-      auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
-      evbuffer_drain(in, r.consumed);
+      const std::string_view front = in.input_front();
+      if (front.empty()) return;
+      auto r = parser_->feed(front.data(), front.size());
+      in.drain_input(r.consumed);
       if (r.event == HttpParser::Event::error) {
         fail(ProxyError::bad_response, parser_->error_reason());
         return;
@@ -236,7 +241,7 @@ void UpstreamRequest::process_response() {
         std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, remaining_));
         if (n == 0) return;
         remaining_ -= n;
-        events_.on_response_data(in, n);
+        forward_body(in, n);
         if (remaining_ == 0) complete_response();
         break;
       }
@@ -244,17 +249,29 @@ void UpstreamRequest::process_response() {
         if (!feed_chunked(in)) return;
         break;
       case BodyMode::until_close:
-        events_.on_response_data(in, avail);
+        forward_body(in, avail);
         break;
     }
   }
 }
 
-bool UpstreamRequest::feed_chunked(evbuffer* in) {
-  evbuffer_iovec v;
-  if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) return false;
-  auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
-  evbuffer_drain(in, r.consumed);
+void UpstreamRequest::forward_body(Stream& in, std::size_t n) {
+  if (!in.input_flat()) {
+    events_.on_response_data(in.input(), n);  // whole chains move without a copy
+    return;
+  }
+  // Bytes in the read area are copied out; they leave the input first, so
+  // that the input's length is right for whatever the client side does.
+  const char* data = in.input_front().data();
+  in.drain_input(n);
+  events_.on_response_data(data, n);
+}
+
+bool UpstreamRequest::feed_chunked(Stream& in) {
+  const std::string_view front = in.input_front();
+  if (front.empty()) return false;
+  auto r = parser_->feed(front.data(), front.size());
+  in.drain_input(r.consumed);
   if (r.event == HttpParser::Event::error) {
     fail(parser_->failure() == HttpParser::Failure::head_too_large ? ProxyError::bad_response
                                                                    : ProxyError::closed_mid_response,

@@ -26,10 +26,26 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string_view>
 
 namespace holdfast {
 
 namespace detail {
+// A worker thread's flat read area (see Stream::do_read). While one stream's
+// readable callback runs, the bytes of the read that woke it may sit here
+// rather than in that stream's evbuffer: the callback parses them in place,
+// and what it leaves is moved into the evbuffer when it returns. So a small
+// message costs no buffer chain to reserve, commit, drain and free. `owner`
+// is that stream, or null; the storage is owned in stream.cpp. Trivially
+// destructible, so that reading it needs no thread-local guard.
+struct ReadArea {
+  const void* owner = nullptr;
+  char* data = nullptr;
+  std::uint32_t begin = 0;
+  std::uint32_t end = 0;
+};
+inline thread_local ReadArea t_read_area;
+
 // std::optional<Millis> in 4 bytes (timeouts above 24 days are clamped):
 // every byte of a Stream is paid once per idle connection.
 class CompactTimeout {
@@ -92,7 +108,10 @@ class Stream {
   void set_handler(Handler* h) noexcept { handler_ = h; }
   int fd() const noexcept { return fd_; }
   // The buffers exist only while in use (see release_idle_resources()).
+  // input() moves bytes held in the read area into the evbuffer first.
   evbuffer* input() {
+    if (input_flat()) [[unlikely]]
+      spill_read_area_or_fail();
     if (!input_) input_ = make_buffer();
     return input_;
   }
@@ -100,7 +119,17 @@ class Stream {
     if (!output_) output_ = make_buffer();
     return output_;
   }
-  std::size_t input_length() const noexcept { return input_ ? evbuffer_get_length(input_) : 0; }
+  std::size_t input_length() const noexcept {
+    if (input_flat()) return detail::t_read_area.end - detail::t_read_area.begin;
+    return input_ ? evbuffer_get_length(input_) : 0;
+  }
+  // True while the input sits in the worker's read area (only inside this
+  // stream's on_stream_readable): input_front() then holds all of it.
+  bool input_flat() const noexcept { return detail::t_read_area.owner == this; }
+  // The input's first contiguous bytes (empty when there are none), and
+  // dropping n bytes from its front; neither moves the read area's bytes.
+  std::string_view input_front() const noexcept;
+  void drain_input(std::size_t n) noexcept;
   std::size_t output_length() const noexcept { return output_ ? evbuffer_get_length(output_) : 0; }
   // Frees the buffers that are empty, and the timer when no deadline is
   // armed: an idle keep-alive connection then holds no buffer or timer
@@ -207,6 +236,13 @@ class Stream {
   static void on_timer(evutil_socket_t fd, short what, void* arg);
   void handle_io(short what);
   void do_read();
+  // The read area for a read of this stream, or null when it is in use or
+  // cannot be had (the read then goes to the evbuffer).
+  char* take_read_area() noexcept;
+  // Moves what is left in the read area into input_; false when out of memory.
+  bool spill_read_area();
+  // The same from inside a handler: a failure is reported from the loop.
+  void spill_read_area_or_fail();
   // Writes output() until it is empty or the socket is full; errno on failure.
   int write_out();
   // One send of what output() holds (all of it when the socket takes it):
@@ -285,6 +321,7 @@ class Stream {
   bool pending_error_ : 1 = false;  // a write error waits to be reported from the loop
   bool raw_input_ : 1 = false;      // a splice pump reads the socket (set_raw_input)
   bool raw_write_waiting_ : 1 = false;  // a splice pump waits for a writable edge
+  bool bulk_reads_ : 1 = false;     // the last read was large: the next goes to the evbuffer
   std::int16_t last_error_ = 0;  // an errno value; 2 bytes keep the Stream at 64
   std::uint32_t input_limit_ = kDefaultInputLimit;
   std::uint32_t drain_mark_ = 0;

@@ -46,7 +46,6 @@ class UpstreamConnection final : private Stream::Handler {
 
   void set_owner(Owner* owner) noexcept { owner_ = owner; }
   Stream& stream() noexcept { return stream_; }
-  evbuffer* input() { return stream_.input(); }
   evbuffer* output() { return stream_.output(); }
   bool connected() const noexcept { return !stream_.is_connecting(); }
 

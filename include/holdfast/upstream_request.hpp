@@ -89,6 +89,7 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   bool attached() const noexcept { return conn_ != nullptr; }
   // Moves `n` body bytes out of `from` (Content-Length framing).
   void send_body(evbuffer* from, std::size_t n);
+  void send_body(const char* data, std::size_t n);
   // One decoded chunk of a chunked request body, re-framed.
   void send_chunk(const char* data, std::size_t n);
   // The request is complete; `trailers` ends a chunked body (nullptr otherwise).
@@ -151,7 +152,9 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   void arm_timeouts();
   void process_response();
   bool handle_head();
-  bool feed_chunked(evbuffer* in);
+  bool feed_chunked(Stream& in);
+  // n body bytes from the front of the backend's input to the client.
+  void forward_body(Stream& in, std::size_t n);
   void complete_response();
   void fail(ProxyError error, const char* detail);
   Phase attempt_phase() const noexcept;
