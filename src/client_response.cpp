@@ -22,7 +22,7 @@ constexpr std::size_t kStatusRoom = 9 + 12 + 1;
 }  // namespace
 
 void ClientConnection::queue(const char* data, std::size_t n) {
-  evbuffer_add(stream_.output(), data, n);
+  stream_.add_output(data, n);
   response_bytes_ += n;
 }
 
@@ -61,13 +61,9 @@ void ClientConnection::send_head(const MessageHead& h, Framing framing, bool req
   const std::size_t room = kStatusRoom + h.reason.size() + 2 + end_to_end_room(h.headers) +
                            (via ? kViaField.size() : 0) +
                            std::max(kContentLengthRoom, field_room("Transfer-Encoding", te)) + kPolicyRoom + 2;
-  evbuffer* out = stream_.output();
-  evbuffer_iovec vec;
   std::unique_ptr<char[]> spare;
-  char* start;
-  if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(room), &vec, 1) == 1 && vec.iov_len >= room) {
-    start = static_cast<char*>(vec.iov_base);
-  } else {
+  char* start = stream_.reserve_output(room);
+  if (!start) {
     // No room could be reserved (out of memory): built aside, added as data.
     spare.reset(new char[room]);
     start = spare.get();
@@ -96,8 +92,7 @@ void ClientConnection::send_head(const MessageHead& h, Framing framing, bool req
     queue(start, n);
     return;
   }
-  vec.iov_len = n;
-  evbuffer_commit_space(out, &vec, 1);
+  stream_.commit_output(start, n);
   response_bytes_ += n;
 }
 
@@ -112,10 +107,14 @@ void ClientConnection::send_data(evbuffer* from, std::size_t n) {
 
 void ClientConnection::send_data(const char* data, std::size_t n) {
   if (n == 0) return;
+  if (!response_chunked_) {
+    queue(data, n);
+    return;
+  }
   evbuffer* out = stream_.output();
-  if (response_chunked_) add_chunk_header(out, n);
+  add_chunk_header(out, n);
   evbuffer_add(out, data, n);
-  if (response_chunked_) evbuffer_add(out, "\r\n", 2);
+  evbuffer_add(out, "\r\n", 2);
   response_bytes_ += n;
 }
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <new>
 
@@ -24,11 +25,14 @@ namespace {
 constexpr std::size_t kReadSize = 64 * 1024;
 // A read at least this large marks a bulk transfer: the next read goes to
 // the evbuffer, whose chains then move to the other side without a copy.
-// Below it, a read goes to the read area (detail::ReadArea) when the input
+// Below it, a read goes to the read area (detail::FlatArea) when the input
 // is empty, and is parsed where it landed.
 constexpr std::size_t kBulkRead = 16 * 1024;
-// The read area's storage, one per thread, made on first use.
+// The write area holds a head and a small body; more goes to the evbuffer.
+constexpr std::size_t kWriteArea = 16 * 1024;
+// The areas' storage, one of each per thread, made on first use.
 thread_local std::unique_ptr<char[]> t_read_area_storage;
+thread_local std::unique_ptr<char[]> t_write_area_storage;
 // Chains of at most this many bytes in all are copied into one send.
 constexpr std::size_t kGatherBytes = 4096;
 // Chains handed to one sendmsg (as libevent's own writev).
@@ -61,6 +65,7 @@ void Stream::register_io(event_base* base) {
 
 Stream::~Stream() {
   if (input_flat()) detail::t_read_area.owner = nullptr;
+  if (output_flat()) detail::t_write_area.owner = nullptr;  // unsent bytes go with the stream
   close();
   if (io_) give_event(io_);
   free_timer();
@@ -92,6 +97,9 @@ void Stream::release_idle_resources() {
 
 void Stream::close() {
   if (fd_ < 0) return;
+  // Unsent bytes stay counted as output (an exchange counts what the
+  // backend accepted by what is left), and the area is free for others.
+  if (output_flat()) spill_write_area();
   if (io_) event_del(io_);  // an open stream's event is always added
   else ParkingLot::forget(*this);
   if (timer_) event_del(&timer_->ev);
@@ -143,11 +151,8 @@ bool Stream::ensure_timer() {
   if (timer_) return true;
   if (fd_ < 0) return false;  // closed: nothing to watch
   if (!(timer_ = new (std::nothrow) Timer)) {
-    // No memory for the timer: a deadline that cannot be watched ends the
-    // stream, reported from the loop as a failed write is.
-    last_error_ = static_cast<std::int16_t>(ENOMEM);
-    pending_error_ = true;
-    event_active(io(), EV_WRITE, 1);
+    // No memory for the timer: a deadline that cannot be watched ends the stream.
+    fail_from_loop(ENOMEM);
     return false;
   }
   evtimer_assign(&timer_->ev, event_get_base(io()), &Stream::on_timer, this);
@@ -273,19 +278,22 @@ char* Stream::take_read_area() noexcept {
   return detail::t_read_area.data;
 }
 
-bool Stream::spill_read_area() {
-  auto& area = detail::t_read_area;
+bool Stream::spill_area(detail::FlatArea& area, evbuffer*& to) {
   area.owner = nullptr;
   const std::size_t left = area.end - area.begin;
   if (left == 0) return true;
-  if (!input_) input_ = make_buffer();
-  return input_ && evbuffer_add(input_, area.data + area.begin, left) == 0;
+  if (!to) to = make_buffer();
+  return to && evbuffer_add(to, area.data + area.begin, left) == 0;
 }
 
+bool Stream::spill_read_area() { return spill_area(detail::t_read_area, input_); }
+
 void Stream::spill_read_area_or_fail() {
-  if (spill_read_area()) return;
-  // The bytes are lost: the stream ends, reported from the loop.
-  last_error_ = static_cast<std::int16_t>(ENOMEM);
+  if (!spill_read_area()) fail_from_loop(ENOMEM);
+}
+
+void Stream::fail_from_loop(int err) {
+  last_error_ = static_cast<std::int16_t>(err);
   pending_error_ = true;
   if (fd_ >= 0) event_active(io(), EV_WRITE, 1);
 }
@@ -371,11 +379,98 @@ void Stream::do_read() {
   }
 }
 
+char* Stream::write_area_room(std::size_t n) {
+  auto& area = detail::t_write_area;
+  if (area.owner == this) {
+    if (kWriteArea - area.end >= n) return area.data + area.end;
+    spill_write_area_or_fail();  // no room: this and what follows go to the evbuffer
+    return nullptr;
+  }
+  if (n > kWriteArea || (output_ && evbuffer_get_length(output_) > 0)) return nullptr;
+  if (area.owner) static_cast<Stream*>(area.owner)->spill_write_area_or_fail();
+  if (!area.data) {
+    t_write_area_storage.reset(new (std::nothrow) char[kWriteArea]);
+    area.data = t_write_area_storage.get();
+    if (!area.data) return nullptr;
+  }
+  area.owner = this;
+  area.begin = area.end = 0;
+  return area.data;
+}
+
+bool Stream::spill_write_area() { return spill_area(detail::t_write_area, output_); }
+
+void Stream::spill_write_area_or_fail() {
+  if (!spill_write_area()) fail_from_loop(ENOMEM);
+}
+
+char* Stream::reserve_output(std::size_t n) {
+  if (char* room = write_area_room(n)) return room;
+  evbuffer_iovec vec;
+  if (evbuffer_reserve_space(output(), static_cast<ev_ssize_t>(n), &vec, 1) != 1 || vec.iov_len < n) return nullptr;
+  return static_cast<char*>(vec.iov_base);
+}
+
+void Stream::commit_output(char* at, std::size_t used) {
+  if (output_flat()) {
+    auto& area = detail::t_write_area;
+    area.end += static_cast<std::uint32_t>(used);
+    if (area.end == area.begin) area.owner = nullptr;  // nothing written: the area is free again
+    return;
+  }
+  // The space reserved is the evbuffer's last chain, `at` its start.
+  evbuffer_iovec vec;
+  vec.iov_base = at;
+  vec.iov_len = used;
+  evbuffer_commit_space(output_, &vec, 1);
+}
+
+void Stream::add_output(const char* data, std::size_t n) {
+  if (n == 0) return;
+  if (char* room = write_area_room(n)) {
+    std::memcpy(room, data, n);
+    detail::t_write_area.end += static_cast<std::uint32_t>(n);
+    return;
+  }
+  evbuffer_add(output(), data, n);
+}
+
+int Stream::send_write_area(bool& wrote) {
+  auto& area = detail::t_write_area;
+  for (;;) {
+    const std::size_t len = area.end - area.begin;
+    ssize_t n = sys::send(fd_, area.data + area.begin, len, MSG_NOSIGNAL);
+    if (n >= 0 && static_cast<std::size_t>(n) == len) {
+      area.owner = nullptr;
+      wrote = true;
+      return 0;
+    }
+    if (n > 0) {
+      // A short write filled the socket buffer: the rest waits for a write edge.
+      area.begin += static_cast<std::uint32_t>(n);
+      wrote = true;
+      write_ready_ = false;
+      break;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      write_ready_ = false;
+      break;
+    }
+    const int err = n < 0 ? errno : EPIPE;
+    return spill_write_area() ? err : ENOMEM;
+  }
+  return spill_write_area() ? 0 : ENOMEM;
+}
+
 int Stream::write_out() {
   bool wrote = false;
+  if (output_flat()) {
+    if (int err = send_write_area(wrote)) return err;
+  }
   // The bytes left are counted here, not asked of the buffer after each send.
   std::size_t left = output_length();
-  while (left > 0) {
+  while (left > 0 && write_ready_) {
     std::size_t offered = 0;
     ssize_t n = send_some(left, offered);
     if (n > 0) {
@@ -454,14 +549,13 @@ bool Stream::write_and_notify() {
 }
 
 void Stream::flush() {
-  if (fd_ < 0 || connecting_ || !write_ready_ || output_length() == 0) return;
-  io();  // what a write leaves behind waits for a write edge, which only the event gets
-  if (int err = write_out()) {
-    // Reported from the loop, never from inside the owner that is writing.
-    last_error_ = static_cast<std::int16_t>(err);
-    pending_error_ = true;
-    event_active(io(), EV_WRITE, 1);
+  if (fd_ < 0 || connecting_ || !write_ready_ || output_length() == 0) {
+    // Bytes that cannot go now wait in the evbuffer, and the area is free.
+    if (output_flat()) spill_write_area_or_fail();
+    return;
   }
+  io();  // what a write leaves behind waits for a write edge, which only the event gets
+  if (int err = write_out()) fail_from_loop(err);
 }
 
 void Stream::note_raw_read(bool drained) {
@@ -493,9 +587,7 @@ void Stream::note_raw_write(bool progress, bool blocked) {
 
 void Stream::fail_raw_write(int err) {
   if (fd_ < 0) return;
-  last_error_ = static_cast<std::int16_t>(err);
-  pending_error_ = true;
-  event_active(io(), EV_WRITE, 1);
+  fail_from_loop(err);
 }
 
 void Stream::raise_error(short direction, int err) {

@@ -77,7 +77,7 @@ void UpstreamRequest::queue_held(bool last) {
 }
 
 void UpstreamRequest::queue(const char* data, std::size_t n) {
-  evbuffer_add(conn_->output(), data, n);
+  conn_->stream().add_output(data, n);
   queued_ += n;
 }
 

@@ -31,20 +31,31 @@
 namespace holdfast {
 
 namespace detail {
-// A worker thread's flat read area (see Stream::do_read). While one stream's
-// readable callback runs, the bytes of the read that woke it may sit here
-// rather than in that stream's evbuffer: the callback parses them in place,
-// and what it leaves is moved into the evbuffer when it returns. So a small
-// message costs no buffer chain to reserve, commit, drain and free. `owner`
-// is that stream, or null; the storage is owned in stream.cpp. Trivially
-// destructible, so that reading it needs no thread-local guard.
-struct ReadArea {
-  const void* owner = nullptr;
+// A worker thread's two flat areas, each lent to one stream at a time.
+//
+// The read area (Stream::do_read): while one stream's readable callback
+// runs, the bytes of the read that woke it may sit here rather than in that
+// stream's evbuffer. The callback parses them in place, and what it leaves
+// is moved into the evbuffer when it returns.
+//
+// The write area (Stream::reserve_output, add_output): a stream whose output
+// is empty writes its next bytes here, and flush() sends them with one send
+// straight from here. Whatever cannot go at once, and the area itself when
+// another stream asks for it or the stream writes through output(), moves
+// into the stream's evbuffer first, so the bytes keep their order.
+//
+// So a small message costs no buffer chain to reserve, commit, drain and
+// free, on either side. `owner` is the stream, or null; the storage is owned
+// in stream.cpp. Trivially destructible, so that reading it needs no
+// thread-local guard.
+struct FlatArea {
+  void* owner = nullptr;
   char* data = nullptr;
   std::uint32_t begin = 0;
   std::uint32_t end = 0;
 };
-inline thread_local ReadArea t_read_area;
+inline thread_local FlatArea t_read_area;
+inline thread_local FlatArea t_write_area;
 
 // std::optional<Millis> in 4 bytes (timeouts above 24 days are clamped):
 // every byte of a Stream is paid once per idle connection.
@@ -115,7 +126,10 @@ class Stream {
     if (!input_) input_ = make_buffer();
     return input_;
   }
+  // output() moves bytes held in the write area into the evbuffer first.
   evbuffer* output() {
+    if (output_flat()) [[unlikely]]
+      spill_write_area_or_fail();
     if (!output_) output_ = make_buffer();
     return output_;
   }
@@ -125,12 +139,24 @@ class Stream {
   }
   // True while the input sits in the worker's read area (only inside this
   // stream's on_stream_readable): input_front() then holds all of it.
-  bool input_flat() const noexcept { return detail::t_read_area.owner == this; }
+  bool input_flat() const noexcept { return detail::t_read_area.owner == static_cast<const void*>(this); }
   // The input's first contiguous bytes (empty when there are none), and
   // dropping n bytes from its front; neither moves the read area's bytes.
   std::string_view input_front() const noexcept;
   void drain_input(std::size_t n) noexcept;
-  std::size_t output_length() const noexcept { return output_ ? evbuffer_get_length(output_) : 0; }
+  std::size_t output_length() const noexcept {
+    if (output_flat()) return detail::t_write_area.end - detail::t_write_area.begin;
+    return output_ ? evbuffer_get_length(output_) : 0;
+  }
+  // True while this stream's output sits in the worker's write area.
+  bool output_flat() const noexcept { return detail::t_write_area.owner == static_cast<const void*>(this); }
+  // Room for `n` more bytes at the end of the output (in the write area when
+  // it can be had), to be filled and then committed with the bytes used;
+  // nothing else may touch the output in between. Null when out of memory.
+  char* reserve_output(std::size_t n);
+  void commit_output(char* at, std::size_t used);
+  // Appends bytes to the output (in the write area when it can be had).
+  void add_output(const char* data, std::size_t n);
   // Frees the buffers that are empty, and the timer when no deadline is
   // armed: an idle keep-alive connection then holds no buffer or timer
   // memory at all (nginx does the same with its buffers).
@@ -239,10 +265,27 @@ class Stream {
   // The read area for a read of this stream, or null when it is in use or
   // cannot be had (the read then goes to the evbuffer).
   char* take_read_area() noexcept;
-  // Moves what is left in the read area into input_; false when out of memory.
+  // Gives `area` up, its bytes moved to the end of `to` (made if need be);
+  // false when out of memory (the bytes are lost).
+  static bool spill_area(detail::FlatArea& area, evbuffer*& to);
+  // Moves what is left in the read area into input_.
   bool spill_read_area();
   // The same from inside a handler: a failure is reported from the loop.
   void spill_read_area_or_fail();
+  // The write area with room for n bytes at its end, taken for this stream
+  // (from another stream, whose bytes move to its evbuffer) when this
+  // stream's output is empty; null when it cannot serve.
+  char* write_area_room(std::size_t n);
+  // Moves the write area's bytes into output_ and gives the area up.
+  bool spill_write_area();
+  void spill_write_area_or_fail();
+  // Ends the stream with `err` (a failed write, or bytes or a deadline lost
+  // for want of memory), reported from the loop, never from inside the
+  // owner that is writing.
+  void fail_from_loop(int err);
+  // Sends what the write area holds: 0 when all of it went (the area is
+  // given up), or an errno; what stays is moved into output_.
+  int send_write_area(bool& wrote);
   // Writes output() until it is empty or the socket is full; errno on failure.
   int write_out();
   // One send of what output() holds (all of it when the socket takes it):

@@ -1,6 +1,9 @@
-// Stream's read area: a read into an empty input is handed to the handler in
-// place (input_flat), and what the handler leaves must stay the stream's
-// input, in order, once the callback returns. Driven over a real socket pair.
+// Stream's flat areas, driven over a real socket pair. The read area: a read
+// into an empty input is handed to the handler in place (input_flat), and
+// what the handler leaves must stay the stream's input, in order, once the
+// callback returns. The write area: output written while the evbuffer is
+// empty leaves in one send, and every other way out (output(), a full
+// socket, another stream taking the area, close) keeps bytes and order.
 #include <doctest/doctest.h>
 
 #include <event2/buffer.h>
@@ -9,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -18,6 +23,7 @@
 
 using namespace holdfast;
 using holdfast::test::run_until;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -162,4 +168,106 @@ TEST_CASE("stream: a handler that consumes nothing sees old and new bytes in one
   rig.send_and_wait("TP/1.1\r\n\r\n", 2);
   CHECK_FALSE(rig.probe.seen[1].flat);
   CHECK(all_input(rig.s) == "GET / HTTP/1.1\r\n\r\n");
+}
+
+namespace {
+// Reads what the far end has received, waiting up to `budget` for `n` bytes.
+std::string receive(Rig& rig, std::size_t n, std::chrono::milliseconds budget = 1000ms) {
+  std::string got;
+  char buf[65536];
+  REQUIRE(run_until(
+      rig.loop.base,
+      [&] {
+        for (;;) {
+          ssize_t r = ::recv(rig.pair.far, buf, sizeof buf, MSG_DONTWAIT);
+          if (r <= 0) break;
+          got.append(buf, static_cast<std::size_t>(r));
+        }
+        return got.size() >= n;
+      },
+      budget));
+  return got;
+}
+}  // namespace
+
+TEST_CASE("stream: a small output waits in the write area and leaves in one send") {
+  Rig rig;
+  Stream& s = rig.s;
+  char* head = s.reserve_output(64);
+  REQUIRE(head != nullptr);
+  std::memcpy(head, "HTTP/1.1 200 OK\r\n\r\n", 19);
+  s.commit_output(head, 19);
+  s.add_output("body", 4);
+  CHECK(s.output_flat());
+  CHECK(s.output_length() == 23);
+  s.flush();
+  CHECK_FALSE(s.output_flat());
+  CHECK(s.output_length() == 0);
+  CHECK(receive(rig, 23) == "HTTP/1.1 200 OK\r\n\r\nbody");
+  // A reservation committed empty gives the area back.
+  char* none = s.reserve_output(64);
+  REQUIRE(none != nullptr);
+  s.commit_output(none, 0);
+  CHECK_FALSE(s.output_flat());
+  CHECK(s.output_length() == 0);
+}
+
+TEST_CASE("stream: writing through output() after the write area keeps the order") {
+  Rig rig;
+  Stream& s = rig.s;
+  s.add_output("head ", 5);
+  CHECK(s.output_flat());
+  evbuffer_add(s.output(), "body", 4);
+  CHECK_FALSE(s.output_flat());
+  CHECK(s.output_length() == 9);
+  // Bytes in the evbuffer keep the area away: these go behind them.
+  s.add_output(" tail", 5);
+  CHECK_FALSE(s.output_flat());
+  s.flush();
+  CHECK(receive(rig, 14) == "head body tail");
+}
+
+TEST_CASE("stream: another stream's write takes the area; the first stream's bytes wait in its evbuffer") {
+  Rig one;
+  Rig two;
+  one.s.add_output("first", 5);
+  CHECK(one.s.output_flat());
+  two.s.add_output("second", 6);
+  CHECK(two.s.output_flat());
+  CHECK_FALSE(one.s.output_flat());
+  CHECK(one.s.output_length() == 5);
+  one.s.add_output(" more", 5);
+  CHECK(one.s.output_length() == 10);
+  two.s.flush();
+  one.s.flush();
+  CHECK(receive(one, 10) == "first more");
+  CHECK(receive(two, 6) == "second");
+}
+
+TEST_CASE("stream: what a full socket does not take stays the output, in order, and goes on the write edge") {
+  Rig rig;
+  Stream& s = rig.s;
+  int small = 4096;
+  REQUIRE(::setsockopt(rig.pair.near, SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
+  // Larger than the socket takes at once, and distinct bytes to check the order.
+  std::string sent;
+  for (int i = 0; sent.size() < 15000; ++i) sent += std::to_string(i) + ",";
+  s.add_output(sent.data(), sent.size());
+  CHECK(s.output_flat());
+  s.flush();
+  CHECK_FALSE(s.output_flat());  // what is left moved to the evbuffer
+  CHECK(s.output_length() > 0);
+  CHECK(s.output_length() < sent.size());
+  // The rest goes as the far end reads, on the socket's write edges.
+  CHECK(receive(rig, sent.size()) == sent);
+  CHECK(s.output_length() == 0);
+}
+
+TEST_CASE("stream: closing a stream with bytes in the write area keeps them counted as unsent") {
+  Rig rig;
+  rig.s.add_output("unsent", 6);
+  REQUIRE(rig.s.output_flat());
+  rig.s.close();
+  CHECK_FALSE(rig.s.output_flat());
+  CHECK(rig.s.output_length() == 6);
 }
