@@ -42,23 +42,22 @@ void ClientConnection::start_discarding(std::optional<std::uint64_t> left) {
 }
 
 void ClientConnection::discard_request_body() {
-  evbuffer* in = input();
   auto& e = ending();
   bool done = false;
   while (state_ == State::discarding && !done) {
-    std::size_t avail = evbuffer_get_length(in);
+    std::size_t avail = stream_.input_length();
     if (avail == 0) break;
     if (e.discard_left) {
       auto n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, *e.discard_left));
-      evbuffer_drain(in, n);
+      stream_.drain_input(n);
       *e.discard_left -= n;
       e.discarded += n;
       done = *e.discard_left == 0;
     } else {
-      evbuffer_iovec v;
-      if (evbuffer_peek(in, -1, nullptr, &v, 1) < 1) break;
-      auto r = parser_->feed(static_cast<const char*>(v.iov_base), v.iov_len);
-      evbuffer_drain(in, r.consumed);
+      const std::string_view front = stream_.input_front();
+      if (front.empty()) break;
+      auto r = parser_->feed(front.data(), front.size());
+      stream_.drain_input(r.consumed);
       e.discarded += r.consumed;
       if (r.event == HttpParser::Event::error) {
         // What follows cannot be framed.

@@ -70,7 +70,6 @@ class ClientConnection final : private Stream::Handler, public DownstreamSink {
   // The client's address as text ("ip:port", and .ip() without the port),
   // made on each call: an Exchange takes it once.
   PeerAddress::Text peer() const noexcept { return peer_.text(); }
-  evbuffer* input() { return stream_.input(); }
   // The socket itself, for a request body moved by splice(2).
   Stream& stream() noexcept { return stream_; }
   // Exists from the first byte of a request head until the connection is
