@@ -188,14 +188,8 @@ void Exchange::pump_request() {
     if (avail == 0) { splice_request_body(); break; }  // nothing buffered: the socket's bytes may go by splice
     if (request_.mode == BodyMode::length) {
       std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, request_.remaining));
-      if (in.input_flat()) {
-        // Copied out of the read area; whole evbuffer chains move without a copy.
-        const char* data = in.input_front().data();
-        in.drain_input(n);
-        upstream_.send_body(data, n);
-      } else {
-        upstream_.send_body(in.input(), n);
-      }
+      if (const char* data = in.take_flat_input(n)) upstream_.send_body(data, n);
+      else upstream_.send_body(in.input(), n);
       request_.remaining -= n;
       request_.bytes += n;
       if (request_.remaining == 0) request_body_done();

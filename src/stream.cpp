@@ -317,6 +317,13 @@ void Stream::drain_input(std::size_t n) noexcept {
   if (input_) evbuffer_drain(input_, n);
 }
 
+const char* Stream::take_flat_input(std::size_t n) noexcept {
+  if (!input_flat()) return nullptr;
+  const char* at = detail::t_read_area.data + detail::t_read_area.begin;
+  drain_input(n);
+  return at;
+}
+
 void Stream::do_read() {
   while (reading_ && read_ready_ && fd_ >= 0 && !eof_) {
     if (raw_input_) {

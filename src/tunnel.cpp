@@ -56,15 +56,10 @@ void Tunnel::pump(Direction& d) {
       }
     }
     std::size_t n = d.from->input_length();
-    if (d.from->input_flat()) {
-      // A small read, still in the read area: one copy, into the write area
-      // when the other side's output is empty.
-      const char* data = d.from->input_front().data();
-      d.from->drain_input(n);
-      d.to->add_output(data, n);
-    } else {
-      evbuffer_remove_buffer(d.from->input(), d.to->output(), n);  // whole chains, no copy
-    }
+    // A small read still in the read area is copied once, into the write
+    // area when the other side's output is empty.
+    if (const char* data = d.from->take_flat_input(n)) d.to->add_output(data, n);
+    else evbuffer_remove_buffer(d.from->input(), d.to->output(), n);
     d.bytes += n;
     last_activity_ = LoopClock::now();
   }

@@ -256,15 +256,10 @@ void UpstreamRequest::process_response() {
 }
 
 void UpstreamRequest::forward_body(Stream& in, std::size_t n) {
-  if (!in.input_flat()) {
-    events_.on_response_data(in.input(), n);  // whole chains move without a copy
-    return;
-  }
-  // Bytes in the read area are copied out; they leave the input first, so
-  // that the input's length is right for whatever the client side does.
-  const char* data = in.input_front().data();
-  in.drain_input(n);
-  events_.on_response_data(data, n);
+  // Bytes in the read area leave the input before the client side sees
+  // them, so that the input's length is right for whatever it does.
+  if (const char* data = in.take_flat_input(n)) events_.on_response_data(data, n);
+  else events_.on_response_data(in.input(), n);
 }
 
 bool UpstreamRequest::feed_chunked(Stream& in) {

@@ -144,6 +144,10 @@ class Stream {
   // dropping n bytes from its front; neither moves the read area's bytes.
   std::string_view input_front() const noexcept;
   void drain_input(std::size_t n) noexcept;
+  // Takes n bytes (at most input_length()) off the front of a flat input and
+  // points at them, valid until the next read; null when the input is not
+  // flat (move them with input() then: whole chains go without a copy).
+  const char* take_flat_input(std::size_t n) noexcept;
   std::size_t output_length() const noexcept {
     if (output_flat()) return detail::t_write_area.end - detail::t_write_area.begin;
     return output_ ? evbuffer_get_length(output_) : 0;
