@@ -255,25 +255,28 @@ class RetryConnectFailsTest(h.ProxyTestCase):
 class HalfCloseTest(h.ProxyTestCase):
 
     def test_13_request_then_shut_wr_gets_full_response_then_close(self):
+        # The backend answers 300 ms late, so that the FIN, sent by a second
+        # call just after the request, has reached holdfast before the answer
+        # (a FIN that comes after the head went out cannot change that head).
         b = self.backend(body_size=100000)
         p = self.proxy(make_config([b.port]))
         c = self.client(p.port)
-        c.send(h.build_request("GET", "/one"))
+        c.send(h.build_request("GET", "/one?delay=300"))
         c.sock.shutdown(socket.SHUT_WR)
         r = c.read_response()
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.body_len, 100000)
-        self.assertTrue(r.body.startswith(b"backend conn=1 req=1 GET /one\n"))
+        self.assertTrue(r.body.startswith(b"backend conn=1 req=1 GET /one?delay=300\n"))
         self.assertEqual(r.headers.tokens("connection"), ["close"])
         self.assertClosed(c)
         # Two pipelined requests, then the half-close: both answered, in order, then closed.
         c2 = self.client(p.port)
-        c2.send(h.build_request("GET", "/p1") + h.build_request("GET", "/p2"))
+        c2.send(h.build_request("GET", "/p1") + h.build_request("GET", "/p2?delay=300"))
         c2.sock.shutdown(socket.SHUT_WR)
         r1, r2 = c2.read_response(), c2.read_response()
         self.assertEqual((r1.status, r2.status), (200, 200))
         self.assertTrue(r1.body.startswith(b"backend conn=1 req=2 GET /p1\n"), r1.body[:60])
-        self.assertTrue(r2.body.startswith(b"backend conn=1 req=3 GET /p2\n"), r2.body[:60])
+        self.assertTrue(r2.body.startswith(b"backend conn=1 req=3 GET /p2?delay=300\n"), r2.body[:60])
         self.assertEqual(r2.headers.tokens("connection"), ["close"])
         self.assertClosed(c2)
 
