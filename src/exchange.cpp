@@ -53,9 +53,12 @@ void Exchange::start() {
     request_.remaining = head_.content_length;
     client_.parser().reset();  // the body, if any, is moved without the parser
   }
-  upstream_.set_head(encode_request_head(head_, ForwardInfo{peer_.ip(), pool_.address(0).authority,
-                                                           upgrade_ ? *upgrade_ : "",
-                                                           generation_->config().via.upstream}));
+  std::string encoded = UpstreamRequest::spare_head();
+  encode_request_head(head_,
+                      ForwardInfo{peer_.ip(), pool_.address(0).authority, upgrade_ ? *upgrade_ : "",
+                                  generation_->config().via.upstream},
+                      encoded);
+  upstream_.set_head(std::move(encoded));
   if (request_.mode == BodyMode::none || (request_.mode == BodyMode::length && request_.remaining == 0)) {
     // No body: the request is complete before it is sent, so the upstream
     // timers are armed once, at attach.

@@ -160,6 +160,12 @@ const std::string_view* allowed_upgrade(const MessageHead& h, const std::vector<
 }
 
 std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
+  std::string out;
+  encode_request_head(h, info, out);
+  return out;
+}
+
+void encode_request_head(const MessageHead& h, const ForwardInfo& info, std::string& out) {
   // One pass finds Host and sizes the X-Forwarded-For chain so far; the head
   // is then written through a cursor into a string sized once for its
   // longest form, and cut to what was written.
@@ -181,7 +187,6 @@ std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
       (host ? field_room("X-Forwarded-Host", *host) : field_room("Host", info.default_host)) + 17 + chain +
       info.client_ip.size() + kProto.size() + kViaField.size() + field_room("Upgrade", info.upgrade) +
       kKeepAlive.size() + std::max(field_room("Transfer-Encoding", te), kContentLengthRoom) + 2;
-  std::string out;
   out.resize(room);
   char* const start = out.data();
   char* p = write_bytes(start, h.method);
@@ -216,7 +221,6 @@ std::string encode_request_head(const MessageHead& h, const ForwardInfo& info) {
   p = write_bytes(p, "\r\n");
   assert(static_cast<std::size_t>(p - start) <= room);
   out.resize(static_cast<std::size_t>(p - start));
-  return out;
 }
 
 }  // namespace holdfast

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <cstdio>
+#include <vector>
 
 #include "holdfast/client_connection.hpp"
 #include "holdfast/http1_encode.hpp"
@@ -15,7 +16,53 @@ namespace holdfast {
 namespace {
 // More than this many 1xx answers before the final one is a broken backend.
 constexpr unsigned kMaxInterim = 16;
+
+// The head (and the body kept for a replay) is one string per request. Its
+// storage outlives the request in a per-thread stash (workers share
+// nothing), so that the next head on this worker is written there instead of
+// costing a malloc and a free. Storage larger than kKeptHeadBytes (a replay
+// copy of a body) is freed. Under AddressSanitizer nothing is kept, so that
+// a use after free is still caught.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr std::size_t kKeepHeads = 0;
+#else
+constexpr std::size_t kKeepHeads = 32;
+#endif
+constexpr std::size_t kKeptHeadBytes = 16 * 1024;
+
+// Set when the thread's stash is gone (the thread is ending): requests
+// destroyed after that free their storage. Trivially destructible, so
+// readable then.
+thread_local bool t_heads_gone = false;
+
+struct SpareHeads {
+  std::vector<std::string> held;
+  SpareHeads() { held.reserve(kKeepHeads); }  // giving back never allocates
+  ~SpareHeads() { t_heads_gone = true; }
+};
+
+SpareHeads* spare_heads() noexcept {
+  if (kKeepHeads == 0 || t_heads_gone) return nullptr;
+  thread_local SpareHeads heads;
+  return &heads;
+}
+
+void keep_spare_head(std::string& s) noexcept {
+  SpareHeads* heads = spare_heads();
+  // A string without storage of its own (short, or given up) is not worth keeping.
+  if (!heads || heads->held.size() >= kKeepHeads || s.capacity() < 64 || s.capacity() > kKeptHeadBytes) return;
+  s.clear();
+  heads->held.push_back(std::move(s));
+}
 }  // namespace
+
+std::string UpstreamRequest::spare_head() {
+  SpareHeads* heads = spare_heads();
+  if (!heads || heads->held.empty()) return {};
+  std::string s = std::move(heads->held.back());
+  heads->held.pop_back();
+  return s;
+}
 
 UpstreamRequest::UpstreamRequest(Events& events, UpstreamPool& pool, Options options)
     : events_(events), pool_(pool), options_(options), parser_(HttpParser::take(HttpParser::Kind::response, 64 * 1024)) {
@@ -25,6 +72,7 @@ UpstreamRequest::UpstreamRequest(Events& events, UpstreamPool& pool, Options opt
 UpstreamRequest::~UpstreamRequest() {
   release();
   HttpParser::give_back(std::move(parser_));
+  keep_spare_head(replay_);
 }
 
 void UpstreamRequest::set_head(std::string head) { replay_ = std::move(head); }

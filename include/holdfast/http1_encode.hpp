@@ -79,5 +79,8 @@ const std::string_view* allowed_upgrade(const MessageHead& request, const std::v
 // fields, X-Forwarded-*, Via when asked, Connection: keep-alive, and the
 // framing holdfast chose for the body.
 std::string encode_request_head(const MessageHead& request, const ForwardInfo& info);
+// The same head written over `out`, whose storage is reused when it is large
+// enough (a worker's request heads take it from UpstreamRequest::spare_head).
+void encode_request_head(const MessageHead& request, const ForwardInfo& info, std::string& out);
 
 }  // namespace holdfast

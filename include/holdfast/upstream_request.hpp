@@ -78,6 +78,9 @@ class UpstreamRequest final : public UpstreamConnection::Owner {
   // --- Request encoder ---
   // The head to send; kept for a replay while it fits in retry_buffer.
   void set_head(std::string head);
+  // An empty string to encode a head into: the storage of an earlier
+  // request's head on this worker when one is spare (see upstream_request.cpp).
+  static std::string spare_head();
   // True when the head and `body` more bytes fit in retry_buffer, so that the
   // whole request could be sent again on a fresh connection.
   bool can_replay(std::uint64_t body) const noexcept {

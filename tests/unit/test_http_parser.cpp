@@ -353,6 +353,13 @@ TEST_CASE("the request head is written whole in each of its longest forms") {
   CHECK(encode_request_head(l, ForwardInfo{"10.0.0.1", "backend", "", false}) ==
         "PUT / HTTP/1.1\r\nHost: h.example\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\n"
         "X-Forwarded-Host: h.example\r\nConnection: keep-alive\r\nContent-Length: 18446744073709551615\r\n\r\n");
+
+  // Written over the storage of a longer head (a worker reuses the last
+  // request's): exactly the same bytes, nothing of the old head left.
+  std::string reused = out;
+  encode_request_head(l, ForwardInfo{"10.0.0.1", "backend", "", false}, reused);
+  CHECK(reused == encode_request_head(l, ForwardInfo{"10.0.0.1", "backend", "", false}));
+  CHECK(reused.capacity() >= out.size());
 }
 
 TEST_CASE("a field changed after parsing is written from its new value") {

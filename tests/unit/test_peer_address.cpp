@@ -2,6 +2,9 @@
 #include <doctest/doctest.h>
 #include <netinet/in.h>
 
+#include <cstring>
+#include <string>
+
 #include "holdfast/peer_address.hpp"
 
 using namespace holdfast;
@@ -14,6 +17,19 @@ TEST_CASE("a peer address is written as ip:port, its ip part apart") {
   auto t = PeerAddress(reinterpret_cast<const sockaddr*>(&v4)).text();
   CHECK(t.full() == "192.168.100.255:54321");
   CHECK(t.ip() == "192.168.100.255");
+
+  // Octets of one, two and three digits, each boundary.
+  v4.sin_port = htons(9);
+  inet_pton(AF_INET, "9.10.99.100", &v4.sin_addr);
+  t = PeerAddress(reinterpret_cast<const sockaddr*>(&v4)).text();
+  CHECK(t.full() == "9.10.99.100:9");
+  CHECK(t.ip() == "9.10.99.100");
+  for (unsigned v = 0; v < 256; ++v) {
+    const std::uint32_t a = htonl((v << 24) | (v << 16) | (v << 8) | v);
+    std::memcpy(&v4.sin_addr, &a, 4);
+    const std::string d = std::to_string(v);
+    CHECK(PeerAddress(reinterpret_cast<const sockaddr*>(&v4)).text().ip() == d + "." + d + "." + d + "." + d);
+  }
 
   v4.sin_port = htons(0);
   inet_pton(AF_INET, "0.0.0.0", &v4.sin_addr);
