@@ -9,6 +9,7 @@
 #include "holdfast/client_connection.hpp"
 #include "holdfast/http1_encode.hpp"
 #include "holdfast/loop_clock.hpp"
+#include "holdfast/spare_stack.hpp"
 #include "holdfast/upstream_pool.hpp"
 
 namespace holdfast {
@@ -21,13 +22,9 @@ constexpr unsigned kMaxInterim = 16;
 // storage outlives the request in a per-thread stash (workers share
 // nothing), so that the next head on this worker is written there instead of
 // costing a malloc and a free. Storage larger than kKeptHeadBytes (a replay
-// copy of a body) is freed. Under AddressSanitizer nothing is kept, so that
-// a use after free is still caught.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr std::size_t kKeepHeads = 0;
-#else
-constexpr std::size_t kKeepHeads = 32;
-#endif
+// copy of a body) is freed. Under AddressSanitizer nothing is kept
+// (kKeepSpares), so that a use after free is still caught.
+constexpr std::size_t kKeepHeads = kKeepSpares ? 32 : 0;
 constexpr std::size_t kKeptHeadBytes = 16 * 1024;
 
 // Set when the thread's stash is gone (the thread is ending): requests
