@@ -2,7 +2,9 @@
 responses, clients going away, and the one safe retry on a fresh connection."""
 
 import os
+import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -148,7 +150,12 @@ class AbortTest(h.ProxyTestCase):
         with self.assertRaises(h.IncompleteMessage, msg="a truncated chunked response was ended as if whole"):
             c.read_response()
 
-    def test_client_gone_mid_response_closes_upstream_connection(self):
+    def client_gone_mid_response(self, abortive):
+        """The client reads the head and 1000 body bytes, then closes: with a
+        FIN (abortive=False; a FIN alone cannot be told from a half-close, so
+        holdfast learns that the client is gone from the reset its next write
+        draws) or with a reset (SO_LINGER 0). The backend goes on sending, as
+        a real one would, until holdfast closes the upstream connection."""
         state = {"first_closed": threading.Event()}
 
         def handler(conn, index):
@@ -157,16 +164,22 @@ class AbortTest(h.ProxyTestCase):
             if req is None:
                 return
             if index == 1:
-                # A long response, of which only the start is sent; then wait for holdfast.
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 65536)
-                conn.settimeout(15 * h.SLOW)
-                try:
-                    if conn.recv(1) == b"":
+                # At most 10 * SLOW seconds of 4 KiB every 50 ms: far less than the length.
+                deadline = time.monotonic() + 10 * h.SLOW
+                conn.settimeout(0.5)
+                while time.monotonic() < deadline:
+                    readable, _, _ = select.select([conn], [], [], 0.05)
+                    try:
+                        if readable and conn.recv(1) == b"":
+                            state["first_closed"].set()
+                            return
+                        conn.sendall(b"y" * 4096)
+                    except (socket.timeout, TimeoutError):
+                        continue  # holdfast is not reading: backpressure
+                    except OSError:
                         state["first_closed"].set()
-                except ConnectionResetError:
-                    state["first_closed"].set()
-                except OSError:
-                    pass
+                        return
                 return
             body = f"conn={index}".encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
@@ -179,6 +192,8 @@ class AbortTest(h.ProxyTestCase):
         head = c.reader.read_until(b"\r\n\r\n", 65536)
         self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
         c.reader.read_exact(1000)
+        if abortive:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()  # gone mid-response
         self.assertTrue(state["first_closed"].wait(10 * h.SLOW),
                         "holdfast kept the upstream connection of an abandoned exchange open")
@@ -186,6 +201,12 @@ class AbortTest(h.ProxyTestCase):
         self.assertEqual(r.status, 200)
         self.assertEqual(r.body, b"conn=2")
         self.assertEqual(b.accepted, 2)
+
+    def test_client_gone_mid_response_closes_upstream_connection(self):
+        self.client_gone_mid_response(abortive=False)
+
+    def test_client_reset_mid_response_closes_upstream_connection(self):
+        self.client_gone_mid_response(abortive=True)
 
 
 class ClientTimeoutTest(h.ProxyTestCase):
