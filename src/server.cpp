@@ -264,7 +264,9 @@ bool Server::apply(Config declared, const NameTable& names, const std::string& c
   slots_ = std::move(trial);
   ++next_version_;
   std::atomic_store(&version_, v);
-  for (std::size_t w = 0; w < workers_.size(); ++w) workers_[w]->post_update({v, std::move(add.per_worker[w]), removed, fresh});
+  auto announcement = std::make_shared<const ReloadAnnouncement>(v->id, cause);
+  for (std::size_t w = 0; w < workers_.size(); ++w)
+    workers_[w]->post_update({v, std::move(add.per_worker[w]), removed, fresh, announcement});
   for (const auto& key : removed) {
     spdlog::info("reload: no longer listening on {}", listeners_[key]);
     listeners_.erase(key);
@@ -277,7 +279,8 @@ bool Server::apply(Config declared, const NameTable& names, const std::string& c
   restart_checker(v);
   dns_->watch(v->declared, v->names);
   count(Counter::reloads_ok);
-  spdlog::info("reload: version {} active ({})", v->id, cause);
+  // The line "version N active" comes when the last worker has switched
+  // (or now, if they all have): see ReloadAnnouncement.
   return true;
 }
 

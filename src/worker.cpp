@@ -121,6 +121,8 @@ void Worker::on_drain_request(evutil_socket_t fd, short, void* arg) {
   if (self->drain_requested_.load(std::memory_order_relaxed)) self->begin_drain();
 }
 
+ReloadAnnouncement::~ReloadAnnouncement() { spdlog::info("reload: version {} active ({})", version, cause); }
+
 void Worker::apply_updates() {
   std::vector<WorkerUpdate> taken;
   {

@@ -11,7 +11,9 @@
 #include <mutex>
 #include <chrono>
 #include <memory>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "holdfast/access_log.hpp"
@@ -46,6 +48,17 @@ struct ListenSocket {
   int fd = -1;
 };
 
+// Logs "reload: version N active (cause)" when destroyed.
+// Not copyable: each copy would say it again.
+struct ReloadAnnouncement {
+  ReloadAnnouncement(std::uint64_t v, std::string c) : version(v), cause(std::move(c)) {}
+  ReloadAnnouncement(const ReloadAnnouncement&) = delete;
+  ReloadAnnouncement& operator=(const ReloadAnnouncement&) = delete;
+  ~ReloadAnnouncement();
+  std::uint64_t version;
+  std::string cause;
+};
+
 // What a reload tells one worker: the version to switch to, sockets it now
 // listens on too, and the listeners it stops.
 struct WorkerUpdate {
@@ -55,6 +68,10 @@ struct WorkerUpdate {
   // Slots handed to a server for the first time: this worker's figures in
   // them belonged to a server long gone, and are zeroed.
   std::vector<std::size_t> fresh_slots;
+  // Shared by the updates of one reload and the Server while it posts them;
+  // the last owner to let go says that the version is active, so the line
+  // comes once every worker has switched (tests and operators wait for it).
+  std::shared_ptr<const ReloadAnnouncement> announcement;
 };
 
 class Worker {

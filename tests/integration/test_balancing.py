@@ -93,6 +93,11 @@ def run_concurrently(n, fn, timeout=30.0):
     return results
 
 
+def active_clients(p):
+    """Client connections holdfast holds open as active (reading or in an exchange)."""
+    return Metrics(p).value("holdfast_client_connections", state="active")
+
+
 def status_of(port, target, timeout=None):
     with h.HttpClient(port, timeout) as c:
         return c.request("GET", target).status
@@ -117,7 +122,7 @@ class BalancingTest(h.ProxyTestCase):
 
     def test_least_conn_spares_the_slow_server(self):
         fast = [self.backend(CountingBackend, f"fast{i}") for i in range(2)]
-        slow = self.backend(CountingBackend, "slow", delay=0.05)
+        slow = self.backend(CountingBackend, "slow", delay=0.2)
         p = self.proxy(make_config([b.port for b in fast + [slow]], upstream={"balance": "least_conn"}, log=QUIET))
 
         def client(i):
@@ -235,11 +240,13 @@ class MaxConnsQueueTest(h.ProxyTestCase):
         held = self.hold(b, p)
         gone = h.connect(p.port)
         gone.sendall(h.build_request("GET", "/gone"))
-        time.sleep(0.2)
+        self.assertTrue(h.wait_until(lambda: active_clients(p) == 3, 5 * h.SLOW), active_clients(p))
+        time.sleep(0.2)  # its head read and queued
         # A reset, not a half-close (which still gets its answer).
         gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         gone.close()
-        time.sleep(0.2)
+        # Only once holdfast has let go of it may a slot free up.
+        self.assertTrue(h.wait_until(lambda: active_clients(p) == 2, 5 * h.SLOW), active_clients(p))
         gate.set()
         self.assertEqual(held(), [200, 200])
         self.assertEqual(status_of(p.port, "/after"), 200)
@@ -273,6 +280,8 @@ class MaxConnsQueueTest(h.ProxyTestCase):
         p = self.proxy(self.queue_config(b, 5, "20s"))
         gate = b.gate("g")
         held = self.hold(b, p, 3)
+        # The third is in holdfast (queued) before the drain begins.
+        self.assertTrue(h.wait_until(lambda: active_clients(p) == 3, 5 * h.SLOW), active_clients(p))
         time.sleep(0.2)
         p.send_signal(15)
         time.sleep(0.2)

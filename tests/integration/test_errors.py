@@ -253,7 +253,9 @@ class ClientTimeoutTest(h.ProxyTestCase):
         c = self.client(p.port)
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         c.send(h.build_request("GET", "/huge"))
-        time.sleep(4)  # read nothing for well over send_timeout
+        # Read nothing until holdfast has given up on this client.
+        self.assertTrue(h.wait_until(lambda: "client send timeout" in p.stderr_text(), 10 * h.SLOW),
+                        "a client that stopped reading was never dropped")
         with self.assertRaises(h.IncompleteMessage, msg="a client that stopped reading was never dropped"):
             c.read_response(sink=lambda piece: None)
         # The upstream connection, mid-response, is closed rather than pooled.

@@ -194,7 +194,7 @@ class SendTimeoutTest(h.ProxyTestCase):
         # client times out. Where that happens depends on the kernel's socket buffers
         # (about 4 MB on loopback), hence several clients around that size at once.
         b = self.backend(extra_headers=[("X-Pad", "p" * 32000)])
-        p = self.proxy(make_config([b.port], client={"send_timeout": "1s", "header_timeout": "10s"}))
+        p = self.proxy(make_config([b.port], client={"send_timeout": "1s", "header_timeout": f"{int(40 * h.SLOW)}s"}))
         clients = []
         for n in range(110, 170, 6):
             c = self.client(p.port)

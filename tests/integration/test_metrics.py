@@ -217,9 +217,9 @@ class CountersTest(h.ProxyTestCase):
             req = h.read_request(reader)
             if req is None:
                 return
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             done = threading.Event()
-            closers.append((conn, done))
+            closers.append((conn, done))  # before the answer: the test reads it after the answer
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             done.wait(30 * h.SLOW)
             if index > 1:
                 h.read_request(reader)

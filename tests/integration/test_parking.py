@@ -101,7 +101,7 @@ class ParkingTest(h.ProxyTestCase):
 
     def test_keepalive_timeout_closes_parked_connections(self):
         b = self.backend()
-        p = self.proxy(make_config([b.port], top=ADMIN, client={"keepalive_timeout": "1s", "keepalive_grace": "0s"}))
+        p = self.proxy(make_config([b.port], top=ADMIN, client={"keepalive_timeout": "2s", "keepalive_grace": "0s"}))
         clients = [self.client(p.port) for _ in range(4)]
         for c in clients:
             self.assertEqual(c.request("GET", "/").status, 200)
