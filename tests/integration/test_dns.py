@@ -55,8 +55,10 @@ class DnsTest(ProxyTestCase):
                         p.stderr_text()[-2000:])
         took = time.monotonic() - t0
         self.assertLess(took, 2 * INTERVAL + 1.0 * SLOW, f"new address took {took:.2f}s to get traffic")
-        self.assertRegex(p.stderr_text(), r"reload: version 2 active \(DNS: backend\.holdfast\.test -> "
-                                          r"127\.0\.0\.2 127\.0\.0\.3\)")
+        # The line comes once every worker has switched, and through a pipe: waited for.
+        line = r"reload: version 2 active \(DNS: backend\.holdfast\.test -> 127\.0\.0\.2 127\.0\.0\.3\)"
+        wait_until(lambda: re.search(line, p.stderr_text()), 5 * SLOW)
+        self.assertRegex(p.stderr_text(), line)
 
         # An address disappears: it is drained (its connections close) and
         # gets nothing more.
